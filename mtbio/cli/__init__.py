@@ -1,0 +1,57 @@
+"""The ``mtbio`` command line: ``mtbio synth | train | predict | evaluate | demo``.
+
+Each sub-command lives in its own module of this package with ``register(subparsers)``; a module imports
+its heavy dependencies inside its handler so ``mtbio --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: sub-command modules, in the order ``mtbio --help`` lists them
+COMMANDS = ("synth", "train", "predict", "evaluate", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mtbio import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mtbio", description="MaskTwins unsupervised domain adaptation for EM mitochondria segmentation."
+    )
+    parser.add_argument("--version", action="version", version=f"mtbio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"mtbio.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"mtbio.cli.{name}":
+                raise
+            continue  # sub-command not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as err:
+        # user errors: one clear line, no traceback (set MTBIO_DEBUG=1 for the traceback)
+        import os
+
+        if os.environ.get("MTBIO_DEBUG"):
+            raise
+        print(f"mtbio {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

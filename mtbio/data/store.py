@@ -174,7 +174,9 @@ def is_prediction_store(path: str | os.PathLike) -> bool:
         return False
 
 
-def open_prediction_store(path: str | os.PathLike, *, require_complete: bool = True, mode: str = "r") -> PredictionStore:
+def open_prediction_store(
+    path: str | os.PathLike, *, require_complete: bool = True, mode: str = "r"
+) -> PredictionStore:
     """Open a prediction store.
 
     Args:

@@ -1,0 +1,207 @@
+"""Random crop samplers for training: 2D section crops and 3D patches from (Z, Y, X) volumes.
+
+A sampler is a deterministic function of ``(seed, stream, iteration)``: ``sampler(i)`` always returns the same
+batch for the same iteration ``i``, whatever was sampled before. That makes training resumable bit for bit
+(the trainer asks for batch ``i`` after a restart) and keeps the *source* crop sequence identical across UDA
+strategies for a seed (source and target samplers use different ``stream`` ids, so drawing target crops never
+shifts the source stream).
+
+Intensity normalisation is a per-image z-score, ``(x - mean) / std``, where the "image" is one 2D section for
+2D crops and the whole volume for 3D patches; the statistics are computed once at construction, and
+:func:`mtbio.uda.evaluate.predict_volume` uses the same rule at inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["CropSampler", "MinForeground", "image_stats", "stream_rng"]
+
+#: stream ids, so that source and target draws never share a random sequence
+SOURCE_STREAM = 0
+TARGET_STREAM = 1
+
+
+def stream_rng(seed: int, stream: int, iteration: int) -> np.random.Generator:
+    """The numpy generator for one draw: a function of ``(seed, stream, iteration)`` only."""
+    if seed < 0 or stream < 0 or iteration < 0:
+        raise ValueError(f"seed, stream and iteration must be >= 0, got {seed}, {stream}, {iteration}")
+    return np.random.default_rng([int(seed), int(stream), int(iteration)])
+
+
+def image_stats(volume: Any, spatial_dims: int, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image intensity mean and std of a (Z, Y, X) volume.
+
+    Args:
+        volume: array-like (Z, Y, X) with numpy slicing (a numpy array or a lazy ``Volume``).
+        spatial_dims: 2 (one mean/std per section) or 3 (one for the whole volume).
+        eps: floor of the std.
+
+    Returns:
+        ``(mean, std)``, each float64 of shape (Z,) for 2D or (1,) for 3D.
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    z = int(volume.shape[0])
+    sums = np.zeros(z)
+    sq = np.zeros(z)
+    counts = np.zeros(z)
+    for k in range(z):
+        sec = np.asarray(volume[k], dtype=np.float64)
+        sums[k] = sec.sum()
+        sq[k] = np.square(sec).sum()
+        counts[k] = sec.size
+    if spatial_dims == 3:
+        sums, sq, counts = sums.sum(keepdims=True), sq.sum(keepdims=True), counts.sum(keepdims=True)
+    mean = sums / counts
+    std = np.sqrt(np.maximum(sq / counts - mean**2, 0.0))
+    return mean, np.maximum(std, eps)
+
+
+class MinForeground:
+    """Acceptance rule for foreground-rejection sampling: a crop passes when its foreground fraction is at least
+    ``fraction``. A plain callable ``(label_crop: bool ndarray) -> bool``."""
+
+    def __init__(self, fraction: float = 0.01) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        self.fraction = float(fraction)
+
+    def __call__(self, label_crop: np.ndarray) -> bool:
+        return bool(label_crop.mean() >= self.fraction)
+
+
+class CropSampler:
+    """Batches of random crops from one or more (Z, Y, X) volumes, deterministic per ``(seed, stream, i)``.
+
+    Args:
+        images: one volume or a sequence of volumes, each (Z, Y, X), numpy arrays or lazy ``Volume`` objects.
+        labels: matching binary label volumes (bool, or 0 / non-zero), or ``None`` for unlabelled data.
+        crop_size: (H, W) for 2D section crops or (D, H, W) for 3D patches.
+        batch_size: crops per batch.
+        seed: experiment seed.
+        stream: stream id (use different ids for source and target; see :data:`SOURCE_STREAM`).
+        augment: random flips along every spatial axis and, for square in-plane crops, rot90 in the (Y, X) plane.
+        accept: optional foreground-rejection rule ``(label_crop) -> bool`` (e.g. :class:`MinForeground`);
+            needs labels.
+        max_retries: draws per crop before the last candidate is kept even if ``accept`` rejects it.
+        in_memory: read every volume into memory once (fast for small data); otherwise crops are sliced lazily.
+
+    Calling ``sampler(i)`` returns ``{"image": float32 (B, 1, *crop_size), "label": int64 (B, 1, *crop_size)}``
+    (``"label"`` only with labels), on the CPU.
+    """
+
+    def __init__(
+        self,
+        images: Any,
+        labels: Any = None,
+        *,
+        crop_size: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        stream: int = SOURCE_STREAM,
+        augment: bool = True,
+        accept: Callable[[np.ndarray], bool] | None = None,
+        max_retries: int = 10,
+        in_memory: bool = False,
+    ) -> None:
+        imgs = [images] if hasattr(images, "shape") else list(images)
+        if not imgs:
+            raise ValueError("CropSampler needs at least one image volume")
+        labs = None
+        if labels is not None:
+            labs = [labels] if hasattr(labels, "shape") else list(labels)
+            if len(labs) != len(imgs):
+                raise ValueError(f"got {len(imgs)} image volumes but {len(labs)} label volumes")
+        self.crop_size = tuple(int(c) for c in crop_size)
+        if len(self.crop_size) not in (2, 3) or any(c < 1 for c in self.crop_size):
+            raise ValueError(f"crop_size must be (H, W) or (D, H, W) of positive ints, got {crop_size}")
+        self.spatial_dims = len(self.crop_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_retries < 1:
+            raise ValueError(f"max_retries must be >= 1, got {max_retries}")
+        if accept is not None and labs is None:
+            raise ValueError("foreground rejection (accept=...) needs label volumes")
+        for k, img in enumerate(imgs):
+            if len(img.shape) != 3:
+                raise ValueError(f"image volume {k} must be (Z, Y, X), got shape {tuple(img.shape)}")
+            if labs is not None and tuple(labs[k].shape) != tuple(img.shape):
+                raise ValueError(f"label volume {k} shape {tuple(labs[k].shape)} != image shape {tuple(img.shape)}")
+            need = self.crop_size if self.spatial_dims == 3 else (1, *self.crop_size)
+            if any(s < c for s, c in zip(img.shape, need)):
+                raise ValueError(f"image volume {k} of shape {tuple(img.shape)} is smaller than the crop {need}")
+        if in_memory:
+            imgs = [np.asarray(v[:]) for v in imgs]
+            labs = None if labs is None else [np.asarray(v[:]) for v in labs]
+        self.images = imgs
+        self.labels = labs
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.stream = int(stream)
+        self.augment = bool(augment)
+        self.accept = accept
+        self.max_retries = int(max_retries)
+        self.stats = [image_stats(v, self.spatial_dims) for v in imgs]
+        # volumes drawn with probability proportional to their number of voxels
+        sizes = np.array([float(np.prod(v.shape)) for v in imgs])
+        self._volume_p = sizes / sizes.sum()
+
+    def _draw(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
+        v = int(rng.choice(len(self.images), p=self._volume_p))
+        shape = self.images[v].shape
+        if self.spatial_dims == 2:
+            z = int(rng.integers(0, shape[0]))
+            origin = (z, *(int(rng.integers(0, s - c + 1)) for s, c in zip(shape[1:], self.crop_size)))
+        else:
+            origin = tuple(int(rng.integers(0, s - c + 1)) for s, c in zip(shape, self.crop_size))
+        return v, origin
+
+    def _slices(self, origin: tuple[int, ...]) -> tuple[Any, ...]:
+        if self.spatial_dims == 2:
+            z, y, x = origin
+            return (z, slice(y, y + self.crop_size[0]), slice(x, x + self.crop_size[1]))
+        return tuple(slice(o, o + c) for o, c in zip(origin, self.crop_size))
+
+    def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        label = None
+        for _ in range(self.max_retries):
+            v, origin = self._draw(rng)
+            sl = self._slices(origin)
+            if self.labels is not None:
+                label = np.asarray(self.labels[v][sl]) > 0
+                if self.accept is not None and not self.accept(label):
+                    continue
+            break
+        mean, std = self.stats[v]
+        k = origin[0] if self.spatial_dims == 2 else 0
+        image = ((np.asarray(self.images[v][sl], dtype=np.float32) - mean[k]) / std[k]).astype(np.float32)
+        if self.augment:
+            image, label = self._geometric(rng, image, label)
+        return image, label
+
+    def _geometric(
+        self, rng: np.random.Generator, image: np.ndarray, label: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        flips = rng.random(image.ndim) < 0.5
+        axes = tuple(int(a) for a in np.nonzero(flips)[0])
+        k = int(rng.integers(0, 4)) if image.shape[-1] == image.shape[-2] else 0
+        if axes:
+            image = np.flip(image, axis=axes)
+            label = None if label is None else np.flip(label, axis=axes)
+        if k:
+            image = np.rot90(image, k, axes=(-2, -1))
+            label = None if label is None else np.rot90(label, k, axes=(-2, -1))
+        return image, label
+
+    def __call__(self, iteration: int) -> dict[str, torch.Tensor]:
+        rng = stream_rng(self.seed, self.stream, iteration)
+        pairs = [self._one(rng) for _ in range(self.batch_size)]
+        out = {"image": torch.from_numpy(np.stack([p[0] for p in pairs])[:, None].copy())}
+        if self.labels is not None:
+            out["label"] = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].astype(np.int64))
+        return out

@@ -1,0 +1,61 @@
+"""2D and 3D segmentation networks by name, built from MONAI.
+
+Every network maps (B, in_channels, *spatial) to (B, out_channels, *spatial) logits; with the default
+``out_channels=2`` channel 0 is background and channel 1 is mitochondrion.
+
+Names:
+    ``"unet"``: :class:`monai.networks.nets.UNet`, channels (16, 32, 64, 128, 256), strides 2, two residual
+    units per level, batch norm.
+    ``"small_unet"``: the same MONAI UNet, channels (16, 32, 64, 128), strides 2, no residual units, batch norm;
+    the default for CPU experiments (input sizes divisible by 8).
+    ``"basic_unet"``: :class:`monai.networks.nets.BasicUNet`, features (16, 32, 64, 128, 256, 16), batch norm.
+
+Keyword arguments override the constructor arguments (e.g. ``channels``, ``strides`` with per-axis tuples such
+as ``(1, 2, 2)`` for anisotropic 3D data, ``norm``, ``dropout``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+__all__ = ["NETWORKS", "get_network"]
+
+NETWORKS = ("unet", "small_unet", "basic_unet")
+
+
+def get_network(name: str, spatial_dims: int, in_channels: int = 1, out_channels: int = 2, **kwargs: Any) -> nn.Module:
+    """Build a MONAI segmentation network by name.
+
+    Args:
+        name: one of :data:`NETWORKS`.
+        spatial_dims: 2 or 3.
+        in_channels: input channels (1 for EM).
+        out_channels: output logit channels (2: background, mitochondrion).
+        **kwargs: passed to the MONAI constructor, overriding the defaults listed in the module docstring.
+
+    Returns:
+        the network, in training mode.
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if in_channels < 1 or out_channels < 1:
+        raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+    from monai.networks.nets import BasicUNet, UNet
+
+    if name == "unet":
+        args: dict[str, Any] = dict(
+            channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch"
+        )
+        args.update(kwargs)
+        return UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **args)
+    if name == "small_unet":
+        args = dict(channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=0, norm="batch")
+        args.update(kwargs)
+        return UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **args)
+    if name == "basic_unet":
+        args = dict(features=(16, 32, 64, 128, 256, 16), norm="batch")
+        args.update(kwargs)
+        return BasicUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **args)
+    raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")

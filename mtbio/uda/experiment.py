@@ -1,0 +1,222 @@
+"""One-call training runs and result tables shared by the benchmarks and the ``mtbio train`` CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtbio.data.sampling import SOURCE_STREAM, TARGET_STREAM, CropSampler
+from mtbio.networks import get_network
+from mtbio.uda.config import UDAConfig
+from mtbio.uda.strategy import strategy_spec
+from mtbio.uda.trainer import UDATrainer
+
+__all__ = [
+    "METRICS",
+    "acceptance",
+    "build_trainer",
+    "mean_std",
+    "timed_fit",
+    "git_hash",
+    "load_weights",
+    "save_weights",
+    "summarize",
+    "write_json_atomic",
+]
+
+METRICS = ("mAP", "F1", "MCC", "IoU")
+
+
+def build_trainer(
+    *,
+    config: UDAConfig,
+    iterations: int,
+    source_image: Any = None,
+    source_label: Any = None,
+    target_image: Any = None,
+    target_label: Any = None,
+    crop_size: Sequence[int] = (192, 192),
+    batch_size: int = 4,
+    network: str = "small_unet",
+    network_kwargs: Mapping[str, Any] | None = None,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    epoch_length: int | None = None,
+    in_memory: bool = True,
+    source_accept: Callable[[np.ndarray], bool] | None = None,
+) -> UDATrainer:
+    """A :class:`UDATrainer` with crop samplers over (Z, Y, X) volumes (or lists of volumes).
+
+    The network is initialised from ``torch.manual_seed(seed)``, so a seed gives the same initial weights for
+    every strategy; the source sampler uses stream 0 and the target sampler stream 1, so the source crop
+    sequence of a seed is the same for every strategy. Only the data a strategy needs is required (the oracle
+    needs target labels, source-only no target).
+    """
+    spec = strategy_spec(config.strategy)
+    spatial_dims = len(tuple(crop_size))
+    source = target = None
+    if spec.uses_source:
+        if source_image is None or source_label is None:
+            raise ValueError(f"strategy {config.strategy.value!r} needs source images and labels")
+        source = CropSampler(
+            source_image,
+            source_label,
+            crop_size=crop_size,
+            batch_size=batch_size,
+            seed=seed,
+            stream=SOURCE_STREAM,
+            in_memory=in_memory,
+            accept=source_accept,
+        )
+    if spec.uses_target:
+        if target_image is None:
+            raise ValueError(f"strategy {config.strategy.value!r} needs target images")
+        if spec.target_supervised and target_label is None:
+            raise ValueError(f"strategy {config.strategy.value!r} needs target labels")
+        target = CropSampler(
+            target_image,
+            target_label if spec.target_supervised else None,
+            crop_size=crop_size,
+            batch_size=batch_size,
+            seed=seed,
+            stream=TARGET_STREAM,
+            in_memory=in_memory,
+        )
+    torch.manual_seed(seed)
+    net = get_network(network, spatial_dims, **dict(network_kwargs or {}))
+    return UDATrainer(
+        student=net,
+        config=config,
+        max_iterations=iterations,
+        source=source,
+        target=target,
+        lr=lr,
+        seed=seed,
+        device=device,
+        epoch_length=epoch_length,
+    )
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON through a temporary file in the same folder and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(trainer: UDATrainer, path: str | Path, meta: Mapping[str, Any]) -> None:
+    """Save the teacher's and student's weights plus ``meta`` (network name/kwargs, config...) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "teacher": trainer.teacher.module.state_dict(),
+        "student": trainer.student.state_dict(),
+        "iteration": int(trainer.state.iteration),
+        "meta": dict(meta),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_weights(path: str | Path, which: str = "teacher") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the network saved by :func:`save_weights` and load the ``teacher`` (default) or ``student`` weights.
+
+    Returns:
+        ``(network in eval mode, meta)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if which not in ("teacher", "student") or which not in payload:
+        raise ValueError(f"{path}: no {which!r} weights (keys: {sorted(payload)})")
+    meta = payload["meta"]
+    net = get_network(meta["network"], meta["spatial_dims"], **meta.get("network_kwargs", {}))
+    net.load_state_dict(payload[which])
+    return net.eval(), meta
+
+
+def git_hash(repo: str | Path | None = None) -> str | None:
+    """The current git commit (with ``-dirty`` for local changes), or ``None`` outside a git checkout."""
+    cwd = Path(repo) if repo else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def summarize(results: Mapping[str, Sequence[Mapping[str, float]]], metrics: Sequence[str] = METRICS) -> str:
+    """A markdown table of mean ± sample std (ddof=1) over seeds per strategy and metric (values in %).
+
+    Args:
+        results: ``{strategy: [{"seed": k, "mAP": ..., ...}, ...]}``.
+    """
+    lines = ["| strategy | seeds | " + " | ".join(f"{m} (%)" for m in metrics) + " |"]
+    lines.append("|---|---|" + "---|" * len(metrics))
+    for strategy, rows in results.items():
+        cells = []
+        for m in metrics:
+            vals = np.array([float(r[m]) for r in rows]) * 100
+            if len(vals) == 0:
+                cells.append("-")
+            elif len(vals) == 1:
+                cells.append(f"{vals[0]:.1f}")
+            else:
+                cells.append(f"{vals.mean():.1f} ± {vals.std(ddof=1):.1f}")
+        lines.append(f"| {strategy} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def timed_fit(trainer: UDATrainer) -> float:
+    """Run the trainer and return seconds per iteration (wall clock)."""
+    t0 = time.perf_counter()
+    trainer.fit()
+    return (time.perf_counter() - t0) / max(1, trainer.max_iterations)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; 0 for one value)."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def acceptance(results: Mapping[str, Sequence[Mapping[str, float]]], metric: str = "IoU") -> dict[str, Any]:
+    """The benchmark's acceptance checks on ``metric`` (sample std over seeds).
+
+    ``gain``: mean(masktwins) - mean(source_only) > 2 * max(std(masktwins), std(source_only));
+    ``vs_<x>``: mean(masktwins) >= mean(x) - std(x) for x in mic, random_pair, mean_teacher (where present).
+    """
+    out: dict[str, Any] = {}
+    if "masktwins" not in results:
+        return out
+    mt, mt_s = mean_std([r[metric] for r in results["masktwins"]])
+    if "source_only" in results:
+        so, so_s = mean_std([r[metric] for r in results["source_only"]])
+        out["gain"] = bool(mt - so > 2 * max(mt_s, so_s))
+        out["gain_value"] = mt - so
+    for x in ("mic", "random_pair", "mean_teacher"):
+        if x in results:
+            xm, xs = mean_std([r[metric] for r in results[x]])
+            out[f"vs_{x}"] = bool(mt >= xm - xs) if not math.isnan(xm) else None
+    return out

@@ -1,0 +1,201 @@
+"""A thin ignite/MONAI trainer around :func:`mtbio.uda.step.uda_step`.
+
+One iteration: build batch ``i`` from the samplers (a pure function of ``(seed, i)``), compute the step under
+autocast (CUDA), one ``backward``, one optimizer step (with a ``GradScaler`` on CUDA), one EMA update of the
+teacher. Because every random draw of iteration ``i`` comes from generators seeded by ``(seed, i)``, a run
+restored from a checkpoint (student, teacher, optimizer, scaler, scheduler, engine iteration) continues exactly
+as the uninterrupted run would.
+
+The trainer is an :class:`ignite.engine.Engine`, so MONAI handlers attach as usual (``StatsHandler``,
+``TensorBoardStatsHandler``, ``CheckpointSaver`` / ``CheckpointLoader``); ``engine.state.output`` is the step's
+logs dict of detached 0-d tensors, moved to the host only by the handlers that print them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from ignite.engine import Engine, State
+
+from mtbio.uda.config import UDAConfig, ema_alpha_for
+from mtbio.uda.step import uda_step
+from mtbio.uda.strategy import strategy_spec
+from mtbio.uda.teacher import EMATeacher
+
+__all__ = ["UDATrainer", "attach_checkpointing", "load_checkpoint", "step_seed"]
+
+STEP_STREAM = 2
+Sampler = Callable[[int], Mapping[str, torch.Tensor]]
+
+
+def step_seed(seed: int, iteration: int) -> int:
+    """Seed of the step generator (masks, augmentation) of ``iteration``: a function of ``(seed, iteration)``."""
+    return int(np.random.SeedSequence([int(seed), STEP_STREAM, int(iteration)]).generate_state(1, dtype=np.uint64)[0])
+
+
+class UDATrainer(Engine):
+    """Mean-teacher UDA trainer for every strategy of :class:`~mtbio.uda.strategy.Strategy`.
+
+    Args:
+        student: the network, (B, 1, *spatial) -> (B, 2, *spatial) logits; moved to ``device``.
+        config: the step configuration (strategy, tau, lambdas, masks, augmentation, alpha).
+        max_iterations: total iterations.
+        source: labelled source sampler ``i -> {"image", "label"}`` (e.g. :class:`~mtbio.data.sampling.CropSampler`);
+            may be ``None`` for the oracle.
+        target: target sampler ``i -> {"image"[, "label"]}``; ``None`` for source-only.
+        optimizer: optimizer over ``student``'s parameters; default AdamW(lr, weight_decay=1e-4).
+        lr: learning rate of the default optimizer.
+        lr_scheduler: optional scheduler stepped once per iteration.
+        seed: seed of the step generators (the samplers carry their own seeds).
+        device: training device.
+        amp: autocast + GradScaler (only on CUDA; ignored on the CPU).
+        epoch_length: iterations per ignite epoch (checkpoint/log granularity); must divide ``max_iterations``;
+            default ``max_iterations``.
+        grad_clip: optional max gradient norm.
+    """
+
+    def __init__(
+        self,
+        *,
+        student: nn.Module,
+        config: UDAConfig,
+        max_iterations: int,
+        source: Sampler | None = None,
+        target: Sampler | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        lr: float = 1e-3,
+        lr_scheduler: Any = None,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        amp: bool = True,
+        epoch_length: int | None = None,
+        grad_clip: float | None = None,
+    ) -> None:
+        super().__init__(self._iteration)
+        if max_iterations < 1:
+            raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
+        epoch_length = max_iterations if epoch_length is None else int(epoch_length)
+        if epoch_length < 1 or max_iterations % epoch_length:
+            raise ValueError(f"epoch_length {epoch_length} must be >= 1 and divide max_iterations {max_iterations}")
+        spec = strategy_spec(config.strategy)
+        if spec.uses_source and source is None:
+            raise ValueError(f"strategy {config.strategy.value!r} needs a source sampler")
+        if spec.uses_target and target is None:
+            raise ValueError(f"strategy {config.strategy.value!r} needs a target sampler")
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        self.device = torch.device(device)
+        self.config = config
+        self.max_iterations = int(max_iterations)
+        self.epoch_length = epoch_length
+        self.source = source
+        self.target = target
+        self.seed = int(seed)
+        self.student = student.to(self.device)
+        alpha = config.alpha if config.alpha is not None else ema_alpha_for(self.max_iterations)
+        self.teacher = EMATeacher(self.student, alpha=alpha, ema_buffers=config.ema_buffers)
+        self.optimizer = optimizer or torch.optim.AdamW(self.student.parameters(), lr=lr, weight_decay=1e-4)
+        self.lr_scheduler = lr_scheduler
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.grad_clip = grad_clip
+        self._spec = spec
+
+    def make_batch(self, iteration: int) -> dict[str, torch.Tensor]:
+        """The batch of 0-based ``iteration`` on the training device."""
+        batch: dict[str, torch.Tensor] = {}
+        if self._spec.uses_source:
+            for k, v in self.source(iteration).items():
+                batch[f"source_{k}"] = v
+        if self._spec.uses_target:
+            for k, v in self.target(iteration).items():
+                batch[f"target_{k}"] = v
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _iteration(self, engine: Engine, _: Any) -> dict[str, torch.Tensor]:
+        i = engine.state.iteration - 1  # ignite counts from 1 and increments before calling us
+        batch = self.make_batch(i)
+        gen = torch.Generator(device=self.device).manual_seed(step_seed(self.seed, i))
+        self.student.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            out = uda_step(
+                self.student, self.teacher, batch, self.config, gen, target_weight=self.config.target_weight(i)
+            )
+        self.scaler.scale(out.loss).backward()
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.teacher.update(self.student)
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        return out.logs
+
+    def fit(self) -> State:
+        """Run (or resume, after a ``CheckpointLoader`` attached) up to ``max_iterations``."""
+        return self.run(data=None, max_epochs=self.max_iterations // self.epoch_length, epoch_length=self.epoch_length)
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """Everything a resumable checkpoint holds (a ``save_dict`` / ``load_dict`` for MONAI's handlers)."""
+        objs: dict[str, Any] = {
+            "student": self.student,
+            "teacher": self.teacher,
+            "optimizer": self.optimizer,
+            "trainer": self,
+        }
+        if self.amp:
+            objs["scaler"] = self.scaler
+        if self.lr_scheduler is not None:
+            objs["lr_scheduler"] = self.lr_scheduler
+        return objs
+
+
+def attach_checkpointing(trainer: UDATrainer, run_dir: str | Path, interval: int, n_saved: int | None = 1) -> Any:
+    """Attach a MONAI ``CheckpointSaver`` writing ``RUN_DIR/checkpoint_iteration=N.pt`` every ``interval``
+    iterations and ``checkpoint_final_iteration=N.pt`` at the end (MONAI writes via a temporary file).
+
+    Returns:
+        the handler.
+    """
+    from monai.handlers import CheckpointSaver
+
+    if interval < 1:
+        raise ValueError(f"checkpoint interval must be >= 1, got {interval}")
+    saver = CheckpointSaver(
+        save_dir=str(run_dir),
+        save_dict=trainer.checkpoint_objects(),
+        save_interval=int(interval),
+        epoch_level=False,
+        save_final=True,
+        n_saved=n_saved,
+    )
+    saver.attach(trainer)
+    return saver
+
+
+def load_checkpoint(trainer: UDATrainer, path: str | Path, *, resume: bool = True) -> Any:
+    """Attach a MONAI ``CheckpointLoader`` for ``path`` (loaded when the trainer starts).
+
+    Args:
+        trainer: the trainer, built with the same configuration as the checkpointed run.
+        path: the ``.pt`` file.
+        resume: also restore the optimizer, scaler, scheduler and the iteration counter (else weights only).
+    """
+    from monai.handlers import CheckpointLoader
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    objs = trainer.checkpoint_objects()
+    if not resume:
+        objs = {k: objs[k] for k in ("student", "teacher")}
+    loader = CheckpointLoader(load_path=str(path), load_dict=objs, map_location=trainer.device)
+    loader.attach(trainer)
+    return loader

@@ -1,0 +1,164 @@
+"""The pure UDA step on toy data, for every strategy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtbio.networks import get_network
+from mtbio.uda.config import StrongAugment, UDAConfig
+from mtbio.uda.step import target_views, uda_step
+from mtbio.uda.strategy import Strategy, strategy_spec
+from mtbio.uda.teacher import EMATeacher
+
+
+def _batch(seed: int = 0, spatial=(32, 32)) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randn(2, 1, *spatial, generator=g)
+    tgt = torch.randn(2, 1, *spatial, generator=g) * 0.5 + 0.3
+    return {
+        "source_image": src,
+        "source_label": (src > 0.5).long(),
+        "target_image": tgt,
+        "target_label": (tgt > 0.6).long(),
+    }
+
+
+def _nets(spatial_dims: int = 2):
+    torch.manual_seed(0)
+    student = get_network("small_unet", spatial_dims, channels=(4, 8, 16), strides=(2, 2))
+    return student, EMATeacher(student, alpha=0.9)
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_every_strategy_finite_loss_grads_only_student(strategy):
+    student, teacher = _nets()
+    cfg = UDAConfig(strategy=strategy, block_size=8, tau=0.5)
+    out = uda_step(student, teacher, _batch(), cfg, torch.Generator().manual_seed(0))
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert torch.equal(out.logs["loss"], out.loss.detach())
+    assert all(v.ndim == 0 and not v.requires_grad for v in out.logs.values())
+    out.loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    spec = strategy_spec(strategy)
+    if spec.pseudo_labels:
+        assert {"loss_pl", "teacher_confidence", "pl_weight"} <= set(out.logs)
+    if spec.consistency:
+        assert 0.0 <= float(out.logs["view_agreement"]) <= 1.0 and "loss_cm" in out.logs
+
+
+def test_3d_masktwins_step_anisotropic_blocks():
+    student, teacher = _nets(3)
+    cfg = UDAConfig(strategy="masktwins", block_size=(2, 8, 8), tau=0.5)
+    out = uda_step(student, teacher, _batch(spatial=(8, 32, 32)), cfg, torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+
+
+def test_source_only_ignores_target():
+    student, teacher = _nets()
+    cfg = UDAConfig(strategy="source_only")
+    b = _batch()
+    only_source = {k: v for k, v in b.items() if k.startswith("source")}
+    a = uda_step(student, teacher, b, cfg).loss
+    c = uda_step(student, None, only_source, cfg).loss
+    assert torch.equal(a, c)
+
+
+def test_oracle_uses_target_labels_not_source():
+    student, teacher = _nets()
+    cfg = UDAConfig(strategy="oracle")
+    b = _batch()
+    base = uda_step(student, teacher, b, cfg).loss
+    flipped = dict(b, target_label=1 - b["target_label"])
+    assert not torch.allclose(base, uda_step(student, teacher, flipped, cfg).loss)
+    other_source = dict(b, source_image=torch.zeros_like(b["source_image"]), source_label=None)
+    assert torch.equal(base, uda_step(student, teacher, other_source, cfg).loss)
+    with pytest.raises(ValueError, match="target_label"):
+        uda_step(student, teacher, {k: v for k, v in b.items() if k != "target_label"}, cfg)
+
+
+def test_masktwins_views_are_complementary_splits_of_one_augmented_image():
+    x = torch.randn(3, 1, 48, 40)
+    cfg = UDAConfig(strategy="masktwins", block_size=16)
+    views, masks = target_views(x, cfg, torch.Generator().manual_seed(3))
+    assert len(views) == 2 and torch.equal(masks[0] + masks[1], torch.ones_like(masks[0]))
+    assert torch.equal(views[0] * masks[1], torch.zeros_like(x))
+    assert torch.equal(views[1] * masks[0], torch.zeros_like(x))
+    # hidden voxels are 0 after augmentation; together the views are one augmented image, not x itself
+    whole = views[0] + views[1]
+    assert not torch.allclose(whole, x)
+    strong_only = UDAConfig(strategy="mean_teacher", block_size=16)
+    ref, no_masks = target_views(x, strong_only, torch.Generator().manual_seed(3))
+    assert no_masks == [] and torch.allclose(whole, ref[0])
+
+
+def test_mic_single_mask_ratio_and_pair_independence():
+    x = torch.randn(4, 1, 64, 64)
+    views, masks = target_views(x, UDAConfig(strategy="mic", block_size=8), torch.Generator().manual_seed(0))
+    assert len(views) == 1 and float(1 - masks[0].mean()) == pytest.approx(0.7, abs=0.01)
+    views, masks = target_views(x, UDAConfig(strategy="random_pair", block_size=8), torch.Generator().manual_seed(0))
+    assert len(views) == 2 and not torch.equal(masks[0] + masks[1], torch.ones_like(masks[0]))
+
+
+def test_views_go_through_student_in_one_forward():
+    student, teacher = _nets()
+    sizes: list[int] = []
+    student.register_forward_hook(lambda m, inp, out: sizes.append(inp[0].shape[0]))
+    uda_step(student, teacher, _batch(), UDAConfig(strategy="masktwins", block_size=8))
+    assert sizes == [2, 4]  # source batch, then both target views in one batch
+
+
+def test_no_augmentation_no_mask_view_equals_target():
+    cfg = UDAConfig(
+        strategy="mean_teacher",
+        augment=StrongAugment(brightness=0, contrast=0, gamma=0, blur_prob=0, noise_std=0),
+    )
+    x = torch.randn(2, 1, 16, 16)
+    views, _ = target_views(x, cfg)
+    assert torch.allclose(views[0], x, atol=1e-6)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="tau"):
+        UDAConfig(tau=1.5)
+    with pytest.raises(ValueError, match="block_size"):
+        UDAConfig(block_size=0)
+    with pytest.raises(ValueError, match="strategy"):
+        UDAConfig(strategy="fixmatch")
+    assert UDAConfig(strategy="mic").ratio == 0.7 and UDAConfig().ratio == 0.5
+    assert UDAConfig(block_size=[2, 8, 8]).to_dict()["block_size"] == [2, 8, 8]
+
+
+def test_target_bn_stats_false_keeps_running_stats_to_source():
+    b = _batch()
+    student, teacher = _nets()
+    uda_step(student, teacher, b, UDAConfig(strategy="source_only"))
+    ref = [m.running_mean.clone() for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    student, teacher = _nets()
+    uda_step(student, teacher, b, UDAConfig(strategy="masktwins", block_size=8, target_bn_stats=False))
+    got = [m.running_mean for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.allclose(r, g) for r, g in zip(ref, got))
+    student, teacher = _nets()
+    uda_step(student, teacher, b, UDAConfig(strategy="masktwins", block_size=8, target_bn_stats=True))
+    moved = [m.running_mean for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not all(torch.allclose(r, g) for r, g in zip(ref, moved))
+    assert all(m.momentum == 0.1 for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_rampup_closed_form_and_target_weight_scales_target_terms():
+    import math
+
+    cfg = UDAConfig(strategy="masktwins", block_size=8, tau=0.5, rampup_iterations=10)
+    assert cfg.target_weight(0) == pytest.approx(math.exp(-5.0))
+    assert cfg.target_weight(5) == pytest.approx(math.exp(-5.0 * 0.25))
+    assert cfg.target_weight(10) == 1.0 and cfg.target_weight(99) == 1.0
+    assert UDAConfig().target_weight(0) == 1.0
+    student, teacher = _nets()
+    b = _batch()
+    full = uda_step(student, teacher, b, cfg, torch.Generator().manual_seed(0))
+    off = uda_step(student, teacher, b, cfg, torch.Generator().manual_seed(0), target_weight=0.0)
+    assert torch.allclose(off.loss, full.logs["loss_sup"])
+    expected = full.logs["loss_sup"] + cfg.lambda_pl * full.logs["loss_pl"] + cfg.lambda_cm * full.logs["loss_cm"]
+    assert torch.allclose(full.loss, expected, atol=1e-6)

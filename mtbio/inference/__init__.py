@@ -1,0 +1,35 @@
+"""Out-of-core sliding-window inference into OME-Zarr prediction stores.
+
+Public entry points (imported lazily so ``import mtbio.inference`` stays light):
+
+* :func:`predict_volume` (:mod:`mtbio.inference.predict`): one process, resumable, block by block.
+* :func:`predict_volume_dask` (:mod:`mtbio.inference.distributed`): the same through dask.distributed.
+* :func:`write_mask` (:mod:`mtbio.inference.mask`): ``labels/mask`` of a finished store.
+* :func:`load_bundle_network`, :func:`load_named_network`, :func:`model_hash` (:mod:`mtbio.inference.model_io`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "predict_volume": "mtbio.inference.predict",
+    "predict_volume_dask": "mtbio.inference.distributed",
+    "write_mask": "mtbio.inference.mask",
+    "load_bundle_network": "mtbio.inference.model_io",
+    "load_named_network": "mtbio.inference.model_io",
+    "model_hash": "mtbio.inference.model_io",
+    "Blend": "mtbio.inference.blending",
+    "Activation": "mtbio.inference.blending",
+    "Normalization": "mtbio.inference.setup",
+    "WindowGrid": "mtbio.inference.windows",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mtbio.inference' has no attribute {name!r}")

@@ -1,0 +1,72 @@
+"""Window importance maps (MONAI's) and the activation applied after blending."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+import torch
+
+
+class Blend(enum.StrEnum):
+    """How overlapping windows are blended (MONAI's ``BlendMode``)."""
+
+    CONSTANT = "constant"
+    GAUSSIAN = "gaussian"
+
+
+class Activation(enum.StrEnum):
+    """Applied to the blended network output over the channel axis before it is stored."""
+
+    SOFTMAX = "softmax"
+    SIGMOID = "sigmoid"
+
+
+def as_blend(mode: Blend | str) -> Blend:
+    """``mode`` as a :class:`Blend`; raises ValueError naming the allowed values."""
+    try:
+        return Blend(str(getattr(mode, "value", mode)).lower())
+    except ValueError:
+        raise ValueError(f"mode must be one of {[m.value for m in Blend]}, got {mode!r}") from None
+
+
+def as_activation(activation: Activation | str | None) -> Activation | None:
+    """``activation`` as an :class:`Activation` (``None`` stays ``None``); raises ValueError otherwise."""
+    if activation is None:
+        return None
+    try:
+        return Activation(str(getattr(activation, "value", activation)).lower())
+    except ValueError:
+        raise ValueError(
+            f"activation must be None or one of {[a.value for a in Activation]}, got {activation!r}"
+        ) from None
+
+
+def importance_map(
+    roi_size: Sequence[int], mode: Blend | str = Blend.GAUSSIAN, sigma_scale: float | Sequence[float] = 0.125
+) -> torch.Tensor:
+    """The per-window weight map exactly as ``sliding_window_inference`` computes it.
+
+    Args:
+        roi_size: the window shape ``(*spatial)``.
+        mode: constant (all ones) or gaussian (sigma = ``sigma_scale * roi``, clamped below at its minimum
+            or 1e-3).
+        sigma_scale: gaussian sigma as a fraction of the window size, per axis or one value.
+
+    Returns:
+        float32 tensor of shape ``roi_size``.
+    """
+    from monai.data.utils import compute_importance_map
+
+    return compute_importance_map(
+        tuple(int(r) for r in roi_size), mode=as_blend(mode).value, sigma_scale=sigma_scale, device="cpu"
+    ).to(torch.float32)
+
+
+def apply_activation(values: torch.Tensor, activation: Activation | None) -> torch.Tensor:
+    """Apply ``activation`` over the channel axis 0 of ``values`` shaped ``(C, *spatial)``."""
+    if activation is None:
+        return values
+    if activation is Activation.SOFTMAX:
+        return torch.softmax(values, dim=0)
+    return torch.sigmoid(values)

@@ -1,0 +1,197 @@
+"""The compute core shared by the single-process and the Dask paths: plan blocks, run windows, normalise.
+
+A :class:`BlockTask` says which rows of windows (window starts along axis 0) to run for a block and whether
+the accumulator of the previous slab of the same column is carried in. :func:`run_task` runs them and
+returns the block's finished values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtbio.inference.blending import Activation, apply_activation
+from mtbio.inference.merger import SlabAccumulator
+from mtbio.inference.sources import read_padded
+from mtbio.inference.windows import Block, WindowGrid
+
+
+class SectionWise(torch.nn.Module):
+    """Runs a 2D network on ``(B, C, 1, H, W)`` windows of a 3D volume, section by section."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x[:, :, 0])[:, :, None]
+
+
+@dataclass
+class Engine:
+    """Everything a worker needs to compute blocks.
+
+    Attributes:
+        network: takes ``(B, 1, *roi)`` and returns ``(B, C, *roi)`` (already wrapped for section-wise runs).
+        grid: the global window grid (``grid.roi`` is 3D ``(1, H, W)`` for a 2D network on a 3D volume).
+        weight: importance map ``(*roi)`` on ``device``.
+        channels: C.
+        batch_size: windows per forward pass.
+        device: compute device.
+        activation: applied after blending (``None``: raw blended output).
+        out_dtype: stored dtype name.
+        normalize: ``(mean, std)`` applied to the input (floats, or per-section arrays of shape (Z,)), or ``None``.
+        amp: autocast float16 on CUDA.
+    """
+
+    network: torch.nn.Module
+    grid: WindowGrid
+    weight: torch.Tensor
+    channels: int
+    batch_size: int
+    device: torch.device
+    activation: Activation | None
+    out_dtype: str
+    normalize: tuple[Any, Any] | None = None
+    amp: bool = False
+
+    def column_box(self, block: Block) -> tuple[list[list[int]], tuple[int, ...], tuple[int, ...]]:
+        """Trailing-axis window starts that touch the block's column and the box they cover (padded coords)."""
+        starts, lo, hi = [], [], []
+        for ax in range(1, self.grid.ndim):
+            p = self.grid.pad_lo[ax]
+            axis_starts = self.grid.starts_intersecting(ax, block.lo[ax] + p, block.hi[ax] + p)
+            starts.append(axis_starts)
+            lo.append(axis_starts[0])
+            hi.append(axis_starts[-1] + self.grid.roi[ax])
+        return starts, tuple(lo), tuple(hi)
+
+    def block_rows(self, block: Block) -> tuple[int, int]:
+        """Index range of the axis-0 window rows touching the block."""
+        p = self.grid.pad_lo[0]
+        return self.grid.rows_intersecting(block.lo[0] + p, block.hi[0] + p)
+
+    def read_rows(self, source: Any, block: Block, rows: tuple[int, int]) -> tuple[int, np.ndarray] | None:
+        """Input for rows ``[r0, r1)`` of the block's column: ``(axis-0 origin, float32 array)``, or ``None``."""
+        r0, r1 = rows
+        if r1 <= r0:
+            return None
+        s0 = self.grid.starts[0]
+        _, lo, hi = self.column_box(block)
+        z0, z1 = s0[r0], s0[r1 - 1] + self.grid.roi[0]
+        data = read_padded(source, (z0, *lo), (z1, *hi), self.grid.pad_lo, self.normalize)
+        return z0, data
+
+    def _forward(self, batch: np.ndarray) -> torch.Tensor:
+        """``network(batch) * weight`` as float32, shape ``(B, C, *roi)``."""
+        x = torch.from_numpy(batch).to(self.device)
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=torch.float16)
+            if self.amp and self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode():
+            with autocast:
+                out = self.network(x)
+            out = out.float()
+            out *= self.weight
+        return out
+
+    def run_rows(self, acc: SlabAccumulator, block: Block, rows: tuple[int, int], data: tuple[int, np.ndarray]) -> None:
+        """Run every window of rows ``[r0, r1)`` in the block's column and add them to ``acc``.
+
+        Windows are batched row by row in the global window order, so a row's outputs do not depend on
+        which block ran it.
+        """
+        z_origin, volume = data
+        starts, lo, _ = self.column_box(block)
+        roi = self.grid.roi
+        for r in range(*rows):
+            z = self.grid.starts[0][r]
+            windows = [(z, *rest) for rest in _product(starts)]
+            for b in range(0, len(windows), self.batch_size):
+                chunk = windows[b : b + self.batch_size]
+                batch = np.stack(
+                    [volume[tuple(slice(s - o, s - o + n) for s, o, n in zip(w, (z_origin, *lo), roi))] for w in chunk]
+                )[:, None]
+                out = self._forward(batch)  # already multiplied by the weight map
+                for w, values in zip(chunk, out):
+                    acc.add(w, values, self.weight)
+
+    def finish(self, acc: SlabAccumulator, block: Block) -> np.ndarray:
+        """The block's stored values ``(C, *block shape)``: blended, activated, encoded."""
+        from mtbio.data.store import encode_probability
+
+        p = self.grid.pad_lo
+        values = acc.normalized(tuple(a + q for a, q in zip(block.lo, p)), tuple(b + q for b, q in zip(block.hi, p)))
+        values = apply_activation(values, self.activation).cpu().numpy()
+        if self.activation is None:
+            return values.astype(np.dtype(self.out_dtype), copy=False)
+        return encode_probability(values, self.out_dtype)
+
+    def new_accumulator(self, block: Block, rows: tuple[int, int]) -> SlabAccumulator:
+        """An empty accumulator from the block's first voxel (axis 0) to the end of its last window row."""
+        _, lo, hi = self.column_box(block)
+        z0 = block.lo[0] + self.grid.pad_lo[0]
+        z1 = self.grid.starts[0][rows[1] - 1] + self.grid.roi[0]
+        return SlabAccumulator(self.channels, (z0, *lo), (z1, *hi), self.device)
+
+
+def _product(axes: Sequence[Sequence[int]]) -> Iterable[tuple[int, ...]]:
+    import itertools
+
+    return itertools.product(*axes)
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """One planned unit: run window rows ``rows`` for ``block``; ``carry`` reuses the previous slab's sums."""
+
+    block: Block
+    rows: tuple[int, int]
+    carry: bool
+
+
+def plan_tasks(engine: Engine, blocks: Sequence[Block], done: set[int], *, carry: bool = True) -> list[BlockTask]:
+    """Tasks for the blocks not in ``done``; with ``carry`` a slab following a computed slab of the same column
+    only runs the window rows the previous one did not."""
+    tasks: list[BlockTask] = []
+    prev: Block | None = None
+    prev_end = 0
+    for block in blocks:
+        if block.index in done:
+            prev = None
+            continue
+        r0, r1 = engine.block_rows(block)
+        if carry and prev is not None and prev.column == block.column and prev.slab == block.slab - 1:
+            tasks.append(BlockTask(block, (max(r0, prev_end), r1), True))
+        else:
+            tasks.append(BlockTask(block, (r0, r1), False))
+        prev, prev_end = block, r1
+    return tasks
+
+
+def run_task(
+    engine: Engine, task: BlockTask, data: tuple[int, np.ndarray] | None, acc: SlabAccumulator | None
+) -> tuple[np.ndarray, SlabAccumulator]:
+    """Compute one task. ``acc`` is the previous slab's accumulator when ``task.carry``.
+
+    Returns:
+        ``(values (C, *block shape) in the stored dtype, the accumulator to carry to the next slab)``.
+    """
+    full_rows = engine.block_rows(task.block)
+    if task.carry:
+        if acc is None:
+            raise ValueError("internal error: a carried task without the previous accumulator")
+        z1 = engine.grid.starts[0][full_rows[1] - 1] + engine.grid.roi[0]
+        acc = acc.shifted(task.block.lo[0] + engine.grid.pad_lo[0], z1)
+    else:
+        acc = engine.new_accumulator(task.block, full_rows)
+    if data is not None:
+        engine.run_rows(acc, task.block, task.rows, data)
+    return engine.finish(acc, task.block), acc

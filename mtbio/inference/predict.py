@@ -1,0 +1,206 @@
+"""Out-of-core, resumable sliding-window inference into a prediction store: :func:`predict_volume`."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from mtbio.inference.blending import Activation, Blend
+from mtbio.inference.engine import BlockTask, plan_tasks, run_task
+from mtbio.inference.setup import Normalization, Prepared, ProgressFn, StopFn, prepare
+
+_DONE = object()
+
+
+def predict_volume(
+    network: torch.nn.Module,
+    source: Any,
+    output: str | os.PathLike,
+    *,
+    roi_size: Sequence[int] | int,
+    overlap: float | Sequence[float] = 0.25,
+    mode: Blend | str = Blend.GAUSSIAN,
+    sigma_scale: float = 0.125,
+    batch_size: int = 4,
+    device: torch.device | str | None = None,
+    activation: Activation | str | None = None,
+    dtype: str | None = None,
+    chunks: Sequence[int] | None = None,
+    block_shape: Sequence[int] | None = None,
+    normalize: Normalization | str | tuple[float, float] | None = None,
+    voxel_size: Sequence[float] | None = None,
+    amp: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    stop: StopFn | None = None,
+    key: str | None = None,
+    carry: bool = True,
+) -> Any:
+    """Sliding-window inference of a volume of any size into an OME-Zarr prediction store.
+
+    The output equals ``sliding_window_inference(x[None, None], roi_size, batch_size, network, overlap, mode)``
+    (to float rounding): same window grid, same importance map, same zero padding when the ROI is larger than
+    the volume (half before, the rest after, cropped away). Memory is bounded by one block: the output is
+    written block by block (by default one chunk deep along axis 0 and at most 2048 voxels along the other
+    axes); every window touching a block is run, blended into that block's accumulators only, and each output
+    chunk is written once. Windows shared with the next slab of the same column are not rerun: their sums are
+    carried forward. A background thread reads the next block's input while the network runs; another writes
+    finished blocks.
+
+    Args:
+        network: maps ``(B, 1, *roi)`` to ``(B, C, *roi)`` logits; moved to ``device`` and set to eval mode.
+        source: ``(Z, Y, X)`` or ``(Y, X)``: a path (zarr, OME-Zarr, h5 with ``key``, tif, folder) or any
+            sliceable array (numpy, zarr, dask, h5py). A 2D ``roi_size`` on a 3D volume runs section by section.
+        output: prediction store folder (see :mod:`mtbio.data.store`); the array ``<output>/0`` is
+            ``(C, *spatial)``.
+        roi_size: window shape (2 or 3 entries, or one int for every axis).
+        overlap: MONAI's overlap fraction in [0, 1), per axis or one value.
+        mode: ``"gaussian"`` (default; MONAI's map with ``sigma_scale``) or ``"constant"`` blending.
+        sigma_scale: gaussian sigma as a fraction of the window size.
+        batch_size: windows per forward pass.
+        device: compute device (default CUDA when available, else CPU).
+        activation: ``None`` (default) stores the blended network output as is; ``"softmax"`` / ``"sigmoid"``
+            are applied over channels after blending.
+        dtype: stored dtype: ``"uint8"`` (round(p*255), needs an activation), ``"float16"`` or ``"float32"``.
+            Default: ``uint8`` with an activation, ``float32`` without.
+        chunks: output chunk shape (spatial); default ``(32, 256, 256)`` for 3D windows, ``(8, 512, 512)``
+            section by section, ``(512, 512)`` for 2D volumes, capped at the volume.
+        block_shape: the unit of work and of memory (rounded up to whole chunks); default one chunk deep along
+            axis 0 and ``min(extent, 2048)`` along the others.
+        normalize: ``None`` (the input is used as is), ``(mean, std)``, or ``"zscore"`` (whole-volume mean and
+            std, computed out of core first) or ``"zscore_section"`` (mean and std of each section along axis 0:
+            mtbio's training rule for 2D networks). Voxels are normalised before the zero padding.
+        voxel_size: recorded in the store; default the source's ``voxel_size`` (a path or a lazy volume).
+        amp: float16 autocast on CUDA.
+        resume: continue an existing store written by the same model, config and input (finished blocks are
+            skipped; the result is bitwise that of an uninterrupted run with the same batch size and device).
+            A missing store is created.
+        overwrite: replace an existing store.
+        progress: ``progress(done, total)`` in output chunks, called from the calling thread.
+        stop: polled before each block; when it returns True the run finishes the blocks in flight, leaves the
+            store resumable and ``complete: false``, and returns.
+        key: dataset inside an h5 / zarr container.
+        carry: carry overlap sums from one slab to the next (``False`` reruns shared windows; for measuring).
+
+    Returns:
+        The full-resolution zarr array ``(C, *spatial)`` of the store.
+
+    Raises:
+        FileExistsError: ``output`` exists and neither ``resume`` nor ``overwrite`` is set.
+        FileNotFoundError: a missing input path.
+        ValueError: bad arguments, an input the network cannot take, an unwritable output, or resuming a
+            store of another model / config / input.
+    """
+    prepared = prepare(
+        network,
+        source,
+        output,
+        roi_size=roi_size,
+        overlap=overlap,
+        mode=mode,
+        sigma_scale=sigma_scale,
+        batch_size=batch_size,
+        device=device,
+        activation=activation,
+        dtype=dtype,
+        chunks=chunks,
+        block_shape=block_shape,
+        normalize=normalize,
+        amp=amp,
+        resume=resume,
+        overwrite=overwrite,
+        key=key,
+        voxel_size=voxel_size,
+    )
+    tasks = plan_tasks(prepared.engine, prepared.blocks, prepared.ledger.done, carry=carry)
+    _run(prepared, tasks, progress, stop)
+    return prepared.array
+
+
+def _put(q: queue.Queue, item: Any, halt: threading.Event) -> bool:
+    while not halt.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None, stop: StopFn | None) -> None:
+    from mtbio.data.store import mark_complete
+
+    engine, ledger, array = prepared.engine, prepared.ledger, prepared.array
+    total = sum(b.num_chunks for b in prepared.blocks)
+    done = {"chunks": sum(b.num_chunks for b in prepared.blocks if b.index in ledger.done)}
+    halt = threading.Event()
+    read_q: queue.Queue = queue.Queue(maxsize=1)
+    write_q: queue.Queue = queue.Queue(maxsize=2)
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for task in tasks:
+                if halt.is_set():
+                    return
+                if not _put(read_q, (task, engine.read_rows(prepared.source, task.block, task.rows)), halt):
+                    return
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            _put(read_q, err, halt)
+            return
+        _put(read_q, _DONE, halt)
+
+    def writer() -> None:
+        while True:
+            item = write_q.get()
+            if item is _DONE:
+                return
+            if errors:
+                continue
+            block, values = item
+            try:
+                array[(slice(None), *block.slices())] = values
+                ledger.add(block.index)
+                done["chunks"] += block.num_chunks
+            except BaseException as err:  # noqa: BLE001 - handed to the main thread
+                errors.append(err)
+
+    threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=writer, daemon=True)]
+    for t in threads:
+        t.start()
+    if progress is not None:
+        progress(done["chunks"], total)
+    acc = None
+    try:
+        while True:
+            if stop is not None and stop():
+                break
+            item = read_q.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            task, data = item
+            values, acc = run_task(engine, task, data, acc if task.carry else None)
+            write_q.put((task.block, values))
+            if errors:
+                raise errors[0]
+            if progress is not None:
+                progress(done["chunks"], total)
+    finally:
+        halt.set()
+        write_q.put(_DONE)
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    if progress is not None:
+        progress(done["chunks"], total)
+    if ledger.finished:
+        mark_complete(prepared.output)

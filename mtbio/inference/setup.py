@@ -1,0 +1,241 @@
+"""Validate a prediction request and build its :class:`~mtbio.inference.engine.Engine`, blocks and store.
+
+Shared by :func:`mtbio.inference.predict.predict_volume` and :func:`mtbio.inference.distributed.predict_volume_dask`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtbio.inference.blending import Activation, Blend, as_activation, as_blend, importance_map
+from mtbio.inference.engine import Engine, SectionWise
+from mtbio.inference.model_io import model_hash
+from mtbio.inference.resume import Ledger, open_or_create
+from mtbio.inference.sources import fingerprint, open_source, volume_stats
+from mtbio.inference.windows import Block, WindowGrid, iter_blocks, resolve_block_shape
+
+#: trailing-axis extent of a default block (voxels per axis), so memory stays bounded on wide sections
+DEFAULT_MAX_COLUMN = 2048
+
+
+class Normalization(enum.StrEnum):
+    """Intensity normalisation applied by ``predict_volume`` to the input (none by default)."""
+
+    ZSCORE = "zscore"  # per volume: (x - mean) / std over the whole input, computed out of core
+    #: per section along axis 0: mtbio's training rule for 2D networks (``mtbio.data.sampling.image_stats``)
+    ZSCORE_SECTION = "zscore_section"
+
+
+ProgressFn = Callable[[int, int], Any]
+StopFn = Callable[[], bool]
+
+
+@dataclass
+class Prepared:
+    """A validated run: the engine, the source, the blocks and the opened store."""
+
+    engine: Engine
+    source: Any
+    source_path: str | None
+    key: str | None
+    blocks: list[Block]
+    array: Any
+    ledger: Ledger
+    output: str
+
+
+def default_chunks(shape: Sequence[int], section_wise: bool) -> tuple[int, ...]:
+    """Output chunk shape: ``(32, 256, 256)`` for 3D windows, ``(8, 512, 512)`` section-wise, ``(512, 512)`` in 2D
+    (capped at the volume)."""
+    if len(shape) == 2:
+        base: tuple[int, ...] = (512, 512)
+    elif section_wise:
+        base = (8, 512, 512)
+    else:
+        base = (32, 256, 256)
+    return tuple(min(b, int(s)) for b, s in zip(base, shape))
+
+
+def _device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+#: output channels of networks already probed, per (roi, device): repeated runs (many stacks) skip the probe
+_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _probe(network: torch.nn.Module, roi: tuple[int, ...], device: torch.device) -> int:
+    """Run one zero window; return the output channel count or raise ValueError explaining the mismatch."""
+    known = _PROBED.get(network, {})
+    if (roi, str(device)) in known:
+        return known[(roi, str(device))]
+    x = torch.zeros((1, 1, *roi), device=device)
+    try:
+        with torch.inference_mode():
+            out = network(x)
+    except Exception as err:  # noqa: BLE001 - re-raised as a user error
+        raise ValueError(
+            f"the network rejected a window of shape {tuple(x.shape)} (batch, 1 channel, roi {roi}): "
+            f"{' '.join(str(err).split())}; "
+            "check roi_size has as many axes as the network's spatial dims and that it takes one input channel"
+        ) from err
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"the network returned a {type(out).__name__}; predict_volume needs one tensor")
+    if out.ndim != len(roi) + 2 or tuple(out.shape[2:]) != roi or out.shape[0] != 1:
+        raise ValueError(
+            f"the network mapped a window {tuple(x.shape)} to {tuple(out.shape)}; expected (1, C, *{roi}): "
+            "roi_size must match the network's spatial dims and every axis must be a size it preserves"
+        )
+    _PROBED.setdefault(network, {})[(roi, str(device))] = int(out.shape[1])
+    return int(out.shape[1])
+
+
+def prepare(
+    network: torch.nn.Module,
+    source: Any,
+    output: str | os.PathLike,
+    *,
+    roi_size: Sequence[int] | int,
+    overlap: float | Sequence[float],
+    mode: Blend | str,
+    sigma_scale: float,
+    batch_size: int,
+    device: torch.device | str | None,
+    activation: Activation | str | None,
+    dtype: str | None,
+    chunks: Sequence[int] | None,
+    block_shape: Sequence[int] | None,
+    normalize: Normalization | str | tuple[float, float] | None,
+    amp: bool,
+    resume: bool,
+    overwrite: bool,
+    key: str | None,
+    voxel_size: Sequence[float] | None = None,
+) -> Prepared:
+    """Validate the arguments of ``predict_volume`` and open or create the store (see there)."""
+    from mtbio.data.store import PROBABILITY_DTYPES
+
+    if not isinstance(network, torch.nn.Module):
+        raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    blend = as_blend(mode)
+    act = as_activation(activation)
+    if dtype is None:
+        dtype = "uint8" if act is not None else "float32"
+    dtype = np.dtype(dtype).name
+    if dtype not in PROBABILITY_DTYPES:
+        raise ValueError(f"dtype must be one of {PROBABILITY_DTYPES}, got {dtype!r}")
+    if dtype == "uint8" and act is None:
+        raise ValueError("dtype uint8 stores probabilities (p*255) and needs activation='softmax' or 'sigmoid'")
+
+    array, source_voxel_size, source_path = open_source(source, key)
+    voxel_size = source_voxel_size if voxel_size is None else tuple(float(v) for v in voxel_size)
+    shape = tuple(int(s) for s in array.shape)
+    where = source_path or "input array"
+    if len(shape) not in (2, 3):
+        raise ValueError(f"{where}: expected a 2D (Y, X) or 3D (Z, Y, X) volume, got shape {shape}")
+    if any(s < 1 for s in shape):
+        raise ValueError(f"{where}: empty volume of shape {shape}")
+    roi = (int(roi_size),) * len(shape) if isinstance(roi_size, (int, np.integer)) else tuple(int(r) for r in roi_size)
+    if any(r < 1 for r in roi):
+        raise ValueError(f"roi_size must be positive, got {roi}")
+    section_wise = len(roi) == 2 and len(shape) == 3
+    if len(roi) != len(shape) and not section_wise:
+        raise ValueError(f"roi_size {roi} does not fit the {len(shape)}D volume {where} of shape {shape}")
+    net_roi = roi
+    grid_roi = (1, *roi) if section_wise else roi
+    ov = overlap if isinstance(overlap, (int, float)) else tuple(overlap)
+    if section_wise and not isinstance(ov, (int, float)):
+        if len(ov) != 2:
+            raise ValueError(f"overlap {ov} must have 1 or 2 entries for a 2D roi_size")
+        ov = (0.0, *ov)
+    grid = WindowGrid.build(shape, grid_roi, ov)
+
+    norm: tuple[float, float] | tuple[np.ndarray, np.ndarray] | None
+    norm_name: Any = None
+    if normalize is None:
+        norm = None
+    elif isinstance(normalize, (tuple, list)):
+        if len(normalize) != 2 or not float(normalize[1]) > 0:
+            raise ValueError(f"normalize must be (mean, std) with std > 0, got {normalize!r}")
+        norm = (float(normalize[0]), float(normalize[1]))
+        norm_name = list(norm)
+    else:
+        try:
+            norm_mode = Normalization(str(getattr(normalize, "value", normalize)).lower())
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in Normalization)
+            raise ValueError(f"normalize must be None, (mean, std) or one of {allowed}, got {normalize!r}") from None
+        norm_name = norm_mode.value
+        if norm_mode is Normalization.ZSCORE_SECTION and len(shape) == 3:
+            from mtbio.data.sampling import image_stats
+
+            norm = image_stats(array, spatial_dims=2)
+        else:  # whole volume (a 2D input is one section: both rules agree)
+            norm = volume_stats(array)
+
+    chunk_shape = tuple(int(c) for c in chunks) if chunks is not None else default_chunks(shape, section_wise)
+    if len(chunk_shape) != len(shape) or any(c < 1 for c in chunk_shape):
+        raise ValueError(f"chunks {chunk_shape} must have {len(shape)} positive entries")
+    chunk_shape = tuple(min(c, s) for c, s in zip(chunk_shape, shape))
+    if block_shape is None:
+        block_shape = (
+            chunk_shape[0],
+            *(min(s, max(DEFAULT_MAX_COLUMN, c)) for s, c in zip(shape[1:], chunk_shape[1:])),
+        )
+    blocks_shape = resolve_block_shape(shape, chunk_shape, block_shape)
+    blocks = list(iter_blocks(shape, chunk_shape, blocks_shape))
+
+    dev = _device(device)
+    network = network.to(dev).eval()
+    run_net = SectionWise(network) if section_wise else network
+    channels = _probe(network, net_roi, dev)
+
+    weight = importance_map(grid_roi, blend, sigma_scale).to(dev)
+    engine = Engine(run_net, grid, weight, channels, batch_size, dev, act, dtype, norm, bool(amp))
+    config = {
+        "roi_size": list(roi),
+        "overlap": list(grid.overlap[1:] if section_wise else grid.overlap),
+        "mode": blend.value,
+        "sigma_scale": float(sigma_scale),
+        "activation": None if act is None else act.value,
+        "dtype": dtype,
+        "chunks": list(chunk_shape),
+        "block_shape": list(blocks_shape),
+        "normalize": norm_name,
+        "section_wise": section_wise,
+    }
+    identity = {"model_hash": model_hash(network), "config": config, "source": fingerprint(array, source_path)}
+    create_kwargs = {
+        "spatial_shape": shape,
+        "num_channels": channels,
+        "dtype": dtype,
+        "chunks": chunk_shape,
+        "voxel_size": voxel_size,
+        "activation": None if act is None else act.value,
+    }
+    out_array, ledger = open_or_create(
+        output,
+        resume=resume,
+        overwrite=overwrite,
+        identity=identity,
+        num_blocks=len(blocks),
+        create_kwargs=create_kwargs,
+    )
+    return Prepared(engine, array, source_path, key, blocks, out_array, ledger, os.fspath(output))
+
+
+def total_chunks(blocks: Sequence[Block]) -> int:
+    return int(math.fsum(b.num_chunks for b in blocks))

@@ -1,0 +1,307 @@
+"""Predict widget: run :func:`mtbio.inference.predict_volume` on an image layer in a worker thread.
+
+The output is an on-disk prediction store (out of core: the image may be larger than memory, and the result
+is read back lazily), shown as a probability image and a mask labels layer.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import napari
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+
+from mtbio.napari._layers import prediction_layers
+from mtbio.napari._options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_OVERLAP,
+    DEFAULT_ROI_2D,
+    DEFAULT_ROI_3D,
+    DEFAULT_THRESHOLD,
+    INCOMPLETE_SUFFIX,
+    Device,
+    available_devices,
+)
+from mtbio.napari._widget_common import (
+    ProgressRelay,
+    add_or_replace,
+    full_resolution,
+    layer_picker,
+    report,
+    report_error,
+)
+
+#: the network choice that loads a MONAI bundle folder instead of an mtbio network name + checkpoint
+BUNDLE = "bundle"
+
+
+def parse_roi(text: str) -> tuple[int, ...]:
+    """``"32, 128, 128"`` -> ``(32, 128, 128)``; 2 or 3 positive integers.
+
+    Raises:
+        ValueError: anything else, quoting the text.
+    """
+    try:
+        roi = tuple(int(v) for v in text.replace("x", ",").replace(" ", ",").split(",") if v)
+    except ValueError as err:
+        raise ValueError(f"ROI must be 2 or 3 integers such as '32, 128, 128', got {text!r}") from err
+    if len(roi) not in (2, 3) or any(v < 1 for v in roi):
+        raise ValueError(f"ROI must be 2 or 3 positive integers such as '32, 128, 128', got {text!r}")
+    return roi
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """One validated prediction request (what the worker thread runs)."""
+
+    source: Any
+    output: Path
+    network: str
+    model_path: Path | None
+    roi: tuple[int, ...]
+    overlap: float
+    batch_size: int
+    device: Device
+    voxel_size: tuple[float, ...] | None
+    resume: bool
+
+
+def load_network(network: str, model_path: Path | None, spatial_dims: int) -> Any:
+    """A torch network: a MONAI bundle folder (``network == "bundle"``) or ``network`` + a checkpoint file.
+
+    Raises:
+        ValueError / FileNotFoundError: a missing or unusable model, naming the path.
+    """
+    from mtbio.inference.model_io import load_bundle_network, load_named_network
+
+    if network == BUNDLE:
+        if model_path is None:
+            raise ValueError("choose a MONAI bundle folder (network = bundle)")
+        return load_bundle_network(model_path)
+    if model_path is not None and model_path.is_dir():
+        raise ValueError(f"{model_path}: is a folder; choose a checkpoint file for network {network!r}, or 'bundle'")
+    return load_named_network(network, spatial_dims, model_path)
+
+
+def run_job(job: PredictJob, progress: Any, stop: Any) -> tuple[Path, bool]:
+    """Load the network and predict into ``job.output``; returns ``(store path, complete)``.
+
+    The input is z-score normalised over the whole volume (mtbio's convention) and the store holds softmax
+    probabilities as uint8; a finished store also gets its ``labels/mask``.
+    """
+    from mtbio.data.store import open_prediction_store
+    from mtbio.inference import predict_volume, write_mask
+
+    network = load_network(job.network, job.model_path, len(job.roi))
+    predict_volume(
+        network,
+        job.source,
+        job.output,
+        roi_size=job.roi,
+        overlap=job.overlap,
+        batch_size=job.batch_size,
+        device=job.device.value,
+        activation="softmax",
+        dtype="uint8",
+        normalize="zscore_section" if len(job.roi) == 2 else "zscore",  # mtbio's training rule
+        voxel_size=job.voxel_size,
+        resume=job.resume,
+        overwrite=not job.resume,
+        progress=progress,
+        stop=stop,
+    )
+    complete = open_prediction_store(job.output, require_complete=False).complete
+    if complete:
+        write_mask(job.output, threshold=DEFAULT_THRESHOLD)
+    return job.output, complete
+
+
+class PredictWidget(Container):
+    """Segment mitochondria in an image layer with a trained network (bundle or checkpoint).
+
+    Attributes (sub-widgets tests and users set): ``image``, ``network``, ``model_path``, ``roi``, ``overlap``,
+    ``batch_size``, ``device``, ``output``, ``resume``, ``run_button``, ``cancel_button``, ``progress``,
+    ``status``; ``worker`` is the running (or last) thread worker and ``busy`` is true while it runs.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        from mtbio.networks import NETWORKS
+
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.image = layer_picker(napari_viewer, napari.layers.Image, "image")
+        self.network = ComboBox(label="network", choices=[BUNDLE, *NETWORKS], value=BUNDLE)
+        self.model_path = FileEdit(label="bundle / checkpoint", mode="d")
+        self.roi = LineEdit(label="ROI (z, y, x or y, x)", value="")
+        self.overlap = FloatSpinBox(label="overlap", value=DEFAULT_OVERLAP, min=0.0, max=0.9, step=0.05)
+        self.batch_size = SpinBox(label="batch size", value=DEFAULT_BATCH_SIZE, min=1, max=256)
+        devices = available_devices()
+        self.device = ComboBox(label="device", choices=devices, value=devices[0])
+        self.output = FileEdit(label="output store", mode="w", filter="*.zarr")
+        self.resume = CheckBox(label="resume", value=False, tooltip="continue a stopped run into the same store")
+        self.run_button = PushButton(text="Predict")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
+        self.status = Label(label="", value="")
+        self.extend(
+            [
+                self.image,
+                self.network,
+                self.model_path,
+                self.roi,
+                self.overlap,
+                self.batch_size,
+                self.device,
+                self.output,
+                self.resume,
+                self.run_button,
+                self.cancel_button,
+                self.progress,
+                self.status,
+            ]
+        )
+        self.worker: Any = None
+        self.busy = False
+        self._stop_requested = False
+        self._relay = ProgressRelay()
+        self._relay.progress.connect(self._on_progress)
+        self.network.changed.connect(self._on_network)
+        self.image.changed.connect(self._on_image)
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self._on_image(self.image.value)
+
+    # --------------------------------------------------------------------------------------------- inputs
+
+    def _on_network(self, value: str) -> None:
+        self.model_path.mode = "d" if value == BUNDLE else "r"
+
+    def _on_image(self, layer: napari.layers.Image | None) -> None:
+        if layer is None:
+            return
+        ndim = full_resolution(layer).ndim
+        if not self.roi.value:
+            self.roi.value = ", ".join(str(v) for v in (DEFAULT_ROI_3D if ndim == 3 else DEFAULT_ROI_2D))
+
+    def job(self) -> PredictJob:
+        """The request the current widget values describe.
+
+        Raises:
+            ValueError: no image, an RGB / 4D image, a bad ROI or a missing model, with what was given.
+        """
+        layer = self.image.value
+        if layer is None:
+            raise ValueError("choose an image layer")
+        if layer.rgb:
+            raise ValueError(f"layer {layer.name!r} is RGB; EM prediction needs a greyscale image")
+        source = full_resolution(layer)
+        if source.ndim not in (2, 3):
+            raise ValueError(f"layer {layer.name!r} has {source.ndim} dimensions; expected (Y, X) or (Z, Y, X)")
+        roi = parse_roi(self.roi.value)
+        if len(roi) > source.ndim:
+            raise ValueError(f"ROI {roi} has more axes than the {source.ndim}D image {layer.name!r}")
+        model = Path(self.model_path.value) if str(self.model_path.value) not in ("", ".") else None
+        if self.network.value == BUNDLE and (model is None or not model.is_dir()):
+            raise ValueError(f"network 'bundle' needs a MONAI bundle folder, got {str(model or '') or 'nothing'!r}")
+        if model is not None and not model.exists():
+            raise FileNotFoundError(f"{model}: model does not exist")
+        output = self._output_path(layer.name)
+        scale = tuple(float(s) for s in layer.scale[-source.ndim :])
+        voxel_size = None if all(s == 1.0 for s in scale) else scale
+        return PredictJob(
+            source=source,
+            output=output,
+            network=str(self.network.value),
+            model_path=model,
+            roi=roi,
+            overlap=float(self.overlap.value),
+            batch_size=int(self.batch_size.value),
+            device=Device(self.device.value),
+            voxel_size=voxel_size,
+            resume=bool(self.resume.value),
+        )
+
+    def _output_path(self, name: str) -> Path:
+        value = str(self.output.value)
+        if value not in ("", "."):
+            return Path(value)
+        folder = Path(tempfile.gettempdir()) / "mtbio-napari"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name.replace(' ', '_')}-{time.strftime('%Y%m%d-%H%M%S')}.zarr"
+        self.output.value = path
+        return path
+
+    # ------------------------------------------------------------------------------------------------ run
+
+    def start(self) -> Any:
+        """Validate the inputs and start the prediction in a thread worker (returned, also ``self.worker``)."""
+        from napari.qt.threading import create_worker
+
+        try:
+            job = self.job()
+        except (ValueError, FileNotFoundError) as err:
+            report(self.status, f"error: {err}")
+            return None
+        self._stop_requested = False
+        self.busy = True
+        self.progress.value = 0
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        report(self.status, f"predicting {self.image.value.name} -> {job.output}")
+        worker = create_worker(run_job, job, self._relay, self._should_stop, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(self._on_done)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the running prediction to stop after the blocks in flight (the store stays resumable)."""
+        self._stop_requested = True
+        report(self.status, "stopping after the blocks in flight ...")
+
+    def _should_stop(self) -> bool:
+        return self._stop_requested
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.max = max(total, 1)
+        self.progress.value = min(done, max(total, 1))
+
+    def _on_done(self, result: tuple[Path, bool]) -> None:
+        path, complete = result
+        layer = self.image.value
+        for data, kwargs, kind in prediction_layers(path, name=layer.name if layer is not None else None):
+            if layer is not None:  # overlay exactly on the input, whatever the store's voxel size says
+                kwargs = kwargs | {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+            stale = kwargs["name"][: -len(INCOMPLETE_SUFFIX)] if not complete else kwargs["name"] + INCOMPLETE_SUFFIX
+            if stale in self.viewer.layers:  # the other state of the same store (a stopped or a resumed run)
+                self.viewer.layers.remove(stale)
+            add_or_replace(self.viewer, (data, kwargs, kind))
+        if complete:
+            report(self.status, f"done: {path}")
+        else:
+            report(self.status, f"stopped early: {path} is incomplete; tick 'resume' and predict again to finish it")
+
+    def _on_error(self, err: BaseException) -> None:
+        report_error(self.status, err)
+
+    def _on_finished(self) -> None:
+        self.busy = False
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False

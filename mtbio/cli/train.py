@@ -55,6 +55,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--lambda-cm", type=float, default=0.01)
     p.add_argument("--pl-weighting", default="image", choices=("image", "pixel", "none"))
     p.add_argument("--dice-weight", type=float, default=0.0)
+    p.add_argument(
+        "--rampup", type=int, default=None, help="ramp-up iterations of the target terms (default: half of --iters)"
+    )
     p.add_argument("--val-every", type=int, default=0, help="validate every N iterations (0: only at the end)")
     p.add_argument("--save-every", type=int, default=None, help="checkpoint every N iterations (default iters/10)")
     p.add_argument("--log-every", type=int, default=50)
@@ -141,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         pl_weighting=args.pl_weighting,
         dice_weight=args.dice_weight,
         alpha=args.alpha,
+        rampup_iterations=args.rampup,
     )
     spec = strategy_spec(cfg.strategy)
     if spec.uses_source and (args.source is None or args.source_label is None):

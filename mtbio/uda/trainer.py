@@ -125,7 +125,12 @@ class UDATrainer(Engine):
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
             out = uda_step(
-                self.student, self.teacher, batch, self.config, gen, target_weight=self.config.target_weight(i)
+                self.student,
+                self.teacher,
+                batch,
+                self.config,
+                gen,
+                target_weight=self.config.target_weight(i, self.max_iterations),
             )
         self.scaler.scale(out.loss).backward()
         if self.grad_clip:

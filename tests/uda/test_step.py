@@ -154,7 +154,10 @@ def test_rampup_closed_form_and_target_weight_scales_target_terms():
     assert cfg.target_weight(0) == pytest.approx(math.exp(-5.0))
     assert cfg.target_weight(5) == pytest.approx(math.exp(-5.0 * 0.25))
     assert cfg.target_weight(10) == 1.0 and cfg.target_weight(99) == 1.0
-    assert UDAConfig().target_weight(0) == 1.0
+    assert UDAConfig(rampup_iterations=0).target_weight(0, 100) == 1.0
+    # default: the ramp covers half of the run
+    assert UDAConfig().target_weight(0, total_iterations=20) == pytest.approx(math.exp(-5.0))
+    assert UDAConfig().target_weight(10, total_iterations=20) == 1.0
     student, teacher = _nets()
     b = _batch()
     full = uda_step(student, teacher, b, cfg, torch.Generator().manual_seed(0))

@@ -127,11 +127,13 @@ def test_predict_widget_cancel_leaves_incomplete_store(
     widget.model_path.value = bundle_2d
     widget.roi.value = "32, 32"
     widget.output.value = tmp_path / "stopped.zarr"
-    worker = widget.start()
-    widget.cancel_button.clicked()  # stop is polled before the first block: none runs
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught:  # from the start: the worker's callbacks may run early
         warnings.simplefilter("always")
+        worker = widget.start()
+        widget.cancel_button.clicked()  # stop is polled before the first block: none runs
         _wait(qtbot, widget, worker)
+        # the layers (and the warning) may arrive in a later turn of the event loop than the end of the worker
+        qtbot.waitUntil(lambda: f"em probability{INCOMPLETE_SUFFIX}" in viewer.layers, timeout=10_000)
     assert any(issubclass(w.category, IncompletePredictionWarning) for w in caught), widget.status.value
     assert not open_prediction_store(tmp_path / "stopped.zarr", require_complete=False).complete
     assert f"em probability{INCOMPLETE_SUFFIX}" in viewer.layers

@@ -8,7 +8,8 @@ shifts the source stream).
 
 Intensity normalisation is a per-image z-score, ``(x - mean) / std``, where the "image" is one 2D section for
 2D crops and the whole volume for 3D patches; the statistics are computed once at construction, and
-:func:`mtbio.uda.evaluate.predict_volume` uses the same rule at inference.
+:func:`mtbio.uda.evaluate.predict_in_memory` and ``mtbio.inference.predict_volume(normalize="zscore_section")``
+use the same rule at inference.
 """
 
 from __future__ import annotations

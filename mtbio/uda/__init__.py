@@ -25,7 +25,7 @@ _EXPORTS = {
     "attach_checkpointing": "trainer",
     "load_checkpoint": "trainer",
     "TargetValidation": "evaluate",
-    "predict_volume": "evaluate",
+    "predict_in_memory": "evaluate",
     "evaluate_network": "evaluate",
 }
 

@@ -11,11 +11,11 @@ import torch.nn as nn
 
 from mtbio.data.sampling import image_stats
 
-__all__ = ["TargetValidation", "evaluate_network", "predict_volume"]
+__all__ = ["TargetValidation", "evaluate_network", "predict_in_memory"]
 
 
 @torch.no_grad()
-def predict_volume(
+def predict_in_memory(
     net: nn.Module,
     volume: Any,
     *,
@@ -26,7 +26,8 @@ def predict_volume(
     amp: bool = False,
     sections_per_batch: int = 4,
 ) -> np.ndarray:
-    """Foreground probability of a (Z, Y, X) volume by sliding-window inference.
+    """Foreground probability of a (Z, Y, X) volume by in-memory sliding-window inference (MONAI), for validation
+    during training and benchmarks. Volumes larger than memory go through :func:`mtbio.inference.predict_volume`.
 
     The network runs in eval mode (restored afterwards). Intensities are z-scored per section for a 2D
     ``roi_size`` (H, W) and per volume for a 3D ``roi_size`` (D, H, W), as :class:`~mtbio.data.sampling.CropSampler`
@@ -90,7 +91,7 @@ def evaluate_network(net: nn.Module, image: Any, label: Any, *, roi_size: Sequen
         net: the network (e.g. ``teacher.module``).
         image: (Z, Y, X) image volume.
         label: (Z, Y, X) binary label volume (bool or 0 / non-zero).
-        roi_size: sliding-window size; see :func:`predict_volume` (also ``**kwargs``).
+        roi_size: sliding-window size; see :func:`predict_in_memory` (also ``**kwargs``).
 
     Returns:
         ``{"mAP", "F1", "MCC", "IoU"}`` as floats.
@@ -99,7 +100,7 @@ def evaluate_network(net: nn.Module, image: Any, label: Any, *, roi_size: Sequen
 
     if tuple(image.shape) != tuple(label.shape):
         raise ValueError(f"image shape {tuple(image.shape)} != label shape {tuple(label.shape)}")
-    prob = predict_volume(net, image, roi_size=roi_size, **kwargs)
+    prob = predict_in_memory(net, image, roi_size=roi_size, **kwargs)
     metrics = em_metrics(prob, np.asarray(label[:]) > 0)
     return {k: float(v) for k, v in metrics.items()}
 
@@ -118,7 +119,7 @@ class TargetValidation:
         roi_size: sliding-window size (2D or 3D).
         interval: evaluate every ``interval`` iterations (0 = only at the end).
         use_teacher: evaluate the EMA teacher (default) or the student.
-        **predict_kwargs: passed to :func:`predict_volume`.
+        **predict_kwargs: passed to :func:`predict_in_memory`.
     """
 
     def __init__(

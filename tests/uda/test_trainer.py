@@ -114,7 +114,7 @@ def test_monai_stats_handler_runs():
 def test_validation_handler_reports_em_metrics():
     pytest.importorskip("mtbio.metrics")
     from mtbio.metrics import em_metrics
-    from mtbio.uda.evaluate import TargetValidation, predict_volume
+    from mtbio.uda.evaluate import TargetValidation, predict_in_memory
 
     src, src_lab, tgt, tgt_lab = _data()
     t = _trainer("source_only", iters=2)
@@ -122,7 +122,7 @@ def test_validation_handler_reports_em_metrics():
     val.attach(t)
     state = t.fit()
     assert [h["iteration"] for h in val.history] == [1, 2]
-    expected = em_metrics(predict_volume(t.teacher.module, tgt, roi_size=(16, 16)), tgt_lab)
+    expected = em_metrics(predict_in_memory(t.teacher.module, tgt, roi_size=(16, 16)), tgt_lab)
     for k in ("mAP", "F1", "MCC", "IoU"):
         assert state.metrics[f"target_{k}"] == pytest.approx(float(expected[k]))
 

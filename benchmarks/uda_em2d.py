@@ -46,15 +46,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. N-1)")
-    p.add_argument("--iters", type=int, default=1500, help="iterations per run (sized for 6 x 3 runs in 2 h)")
+    p.add_argument("--iters", type=int, default=1200, help="iterations per run (sized for 6 x 3 runs in < 2 h)")
     p.add_argument("--crop", type=int, default=192)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--network", default="small_unet")
+    p.add_argument("--network", default="unet", help="mtbio.networks name (unet: 5 levels, 2 residual units)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--block-size", type=int, default=32, help="mask block size b in pixels")
     p.add_argument("--tau", type=float, default=0.968)
     p.add_argument("--lambda-pl", type=float, default=1.0)
+    p.add_argument("--lambda-st", type=float, default=1.0, help="unmasked self-training term of masked strategies")
     p.add_argument("--lambda-cm", type=float, default=0.01)
+    p.add_argument("--consistency", default="probabilities", choices=("logits", "probabilities"), help="consistency form")
     p.add_argument("--pl-weighting", default="image", choices=("image", "pixel", "none"))
     p.add_argument("--alpha", type=float, default=None, help="EMA decay (default 1 - 10/iters clipped to [.99,.999])")
     p.add_argument("--eval-sections", type=int, default=None, help="score only the first N test sections")
@@ -149,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
         block_size=args.block_size,
         tau=args.tau,
         lambda_pl=args.lambda_pl,
+        lambda_st=args.lambda_st,
         lambda_cm=args.lambda_cm,
+        consistency=args.consistency,
         pl_weighting=args.pl_weighting,
         alpha=args.alpha,
     )

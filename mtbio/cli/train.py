@@ -51,9 +51,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--mask-ratio", type=float, default=None, help="r (default: 0.5 pairs, 0.7 mic)")
     p.add_argument("--tau", type=float, default=0.968, help="pseudo-label confidence threshold")
     p.add_argument("--alpha", type=float, default=None, help="EMA decay (default clip(1 - 10/iters, .99, .999))")
-    p.add_argument("--lambda-pl", type=float, default=1.0)
-    p.add_argument("--lambda-cm", type=float, default=0.01)
-    p.add_argument("--pl-weighting", default="image", choices=("image", "pixel", "none"))
+    # None = the UDAConfig default (documented there), so the CLI never restates a default
+    p.add_argument("--lambda-pl", type=float, default=None, help="weight of the pseudo-label loss (default 1)")
+    p.add_argument("--lambda-st", type=float, default=None, help="unmasked self-training term of masked strategies")
+    p.add_argument("--lambda-cm", type=float, default=None, help="weight of the consistency between the two views")
+    p.add_argument("--consistency", default=None, choices=("logits", "probabilities"), help="what it compares")
+    p.add_argument("--pl-weighting", default=None, choices=("image", "pixel", "none"))
     p.add_argument("--dice-weight", type=float, default=0.0)
     p.add_argument(
         "--rampup", type=int, default=None, help="ramp-up iterations of the target terms (default: half of --iters)"
@@ -134,14 +137,13 @@ def run(args: argparse.Namespace) -> int:
     if len(crop) not in (2, 3):
         raise ValueError(f"--crop must have 1, 2 or 3 values, got {args.crop!r}")
     block = _ints(args.block_size, "--block-size")
+    optional = ("lambda_pl", "lambda_st", "lambda_cm", "consistency", "pl_weighting")
     cfg = UDAConfig(
+        **{k: getattr(args, k) for k in optional if getattr(args, k) is not None},
         strategy=args.strategy,
         tau=args.tau,
-        lambda_pl=args.lambda_pl,
-        lambda_cm=args.lambda_cm,
         mask_ratio=args.mask_ratio,
         block_size=block[0] if len(block) == 1 else block,
-        pl_weighting=args.pl_weighting,
         dice_weight=args.dice_weight,
         alpha=args.alpha,
         rampup_iterations=args.rampup,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import enum
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["consistency_loss", "soft_dice_loss", "supervised_loss", "weighted_ce"]
+__all__ = ["ConsistencyForm", "consistency_loss", "soft_dice_loss", "supervised_loss", "weighted_ce"]
 
 
 def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -50,10 +52,28 @@ def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tenso
     return (ce * weights).mean()
 
 
-def consistency_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """MSE between the logits of the two masked views (as in the authors' code), both with gradients.
+class ConsistencyForm(enum.StrEnum):
+    """What the consistency term between the two masked views compares.
+
+    ``LOGITS``: MSE of the raw logits, as in the authors' code (unbounded).
+    ``PROBABILITIES``: MSE of the softmax probabilities (bounded by 1 per voxel and class).
+    """
+
+    LOGITS = "logits"
+    PROBABILITIES = "probabilities"
+
+
+def consistency_loss(
+    logits_a: torch.Tensor, logits_b: torch.Tensor, form: ConsistencyForm | str = ConsistencyForm.LOGITS
+) -> torch.Tensor:
+    """MSE between the predictions of the two masked views, both with gradients.
 
     Args:
         logits_a, logits_b: (B, C, *spatial).
+        form: compare logits (the authors' code) or softmax probabilities (:class:`ConsistencyForm`).
     """
-    return F.mse_loss(logits_a.float(), logits_b.float())
+    form = ConsistencyForm(form)
+    a, b = logits_a.float(), logits_b.float()
+    if form is ConsistencyForm.PROBABILITIES:
+        a, b = torch.softmax(a, dim=1), torch.softmax(b, dim=1)
+    return F.mse_loss(a, b)

@@ -30,8 +30,9 @@ class StepOutput:
     Attributes:
         loss: the total loss, a 0-d tensor with gradients reaching the student only.
         logs: detached 0-d tensors: ``loss`` and, depending on the strategy, ``loss_sup`` (source),
-            ``loss_sup_target`` (oracle), ``loss_pl``, ``loss_cm``, ``teacher_confidence`` (fraction of target
-            voxels with teacher confidence >= tau), ``pl_weight`` (mean pseudo-label weight) and
+            ``loss_sup_target`` (oracle), ``loss_pl``, ``loss_st`` (unmasked view of a masked strategy), ``loss_cm``,
+            ``teacher_confidence`` (fraction of target voxels with teacher confidence >= tau), ``pl_weight`` (mean
+            pseudo-label weight) and
             ``view_agreement`` (fraction of voxels where the two masked views' argmax agree).
     """
 
@@ -64,7 +65,7 @@ def _require(batch: Mapping[str, torch.Tensor], key: str, why: str) -> torch.Ten
 
 
 def target_views(
-    image: torch.Tensor, config: UDAConfig, generator: torch.Generator | None = None
+    image: torch.Tensor, config: UDAConfig, generator: torch.Generator | None = None, *, unmasked: bool = False
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The student's target views of a strategy: strong intensity augmentation, then block masking.
 
@@ -75,9 +76,11 @@ def target_views(
         image: z-scored target images (B, 1, *spatial).
         config: the step configuration.
         generator: seeded generator for the augmentation and the masks.
+        unmasked: for a masked strategy, also return the strong unmasked view, first (the draws are the same).
 
     Returns:
-        ``(views, masks)``: one or two tensors (B, 1, *spatial) each; ``masks`` is empty without masking.
+        ``(views, masks)``: tensors (B, 1, *spatial): ``[strong]`` without masking, else the masked views (after
+        ``strong`` when ``unmasked``); ``masks`` holds one mask per masked view.
     """
     spec = strategy_spec(config.strategy)
     strong = strong_augment(image, config.augment, generator)
@@ -91,7 +94,8 @@ def target_views(
         masks = list(random_pair(shape, config.block_size, config.ratio, generator, **kw))
     else:
         masks = list(complementary_masks(shape, config.block_size, config.ratio, generator, **kw))
-    return [apply_mask(strong, m) for m in masks], masks
+    masked = [apply_mask(strong, m) for m in masks]
+    return ([strong] + masked if unmasked else masked), masks
 
 
 def uda_step(
@@ -105,9 +109,11 @@ def uda_step(
 ) -> StepOutput:
     """Losses of one UDA step.
 
-    Loss = supervised source loss (CE [+ Dice]) + lambda_pl * mean over views of the pseudo-label loss
-    + lambda_cm * MSE(logits on view 1, logits on view 2) (pairs only). Pseudo-labels are the teacher's argmax on
-    the un-masked target (no intensity augmentation). The student sees all target views in one forward batch.
+    Loss = supervised source loss (CE [+ Dice]) + lambda_st * pseudo-label loss on the unmasked strong view (masked
+    strategies, the MIC/DACS self-training term) + lambda_pl * mean over masked views of the pseudo-label loss
+    + lambda_cm * MSE(view 1, view 2) of logits or probabilities (``config.consistency``; pairs only).
+    Pseudo-labels are the teacher's argmax on the un-masked target (no intensity augmentation). The student sees
+    all target views in one forward batch.
 
     Args:
         student: the network being trained, (B, 1, *spatial) -> (B, 2, *spatial) logits.
@@ -146,17 +152,23 @@ def uda_step(
         with torch.no_grad():
             t_logits = teacher(tgt)
         labels, weights, confident = pseudo_labels(t_logits, config.tau, config.pl_weighting)
-        views, _ = target_views(tgt, config, generator)
+        with_st = spec.mask is not MaskKind.NONE and config.lambda_st > 0
+        views, _ = target_views(tgt, config, generator, unmasked=with_st)
         with _frozen_bn_stats(student, not config.target_bn_stats):
             out = student(torch.cat(views, dim=0))
         chunks = out.chunk(len(views), dim=0)
+        if with_st:  # the plain self-training loss on the unmasked strong view, then the masked views
+            l_st = weighted_ce(chunks[0], labels, weights)
+            terms.append(target_weight * config.lambda_st * l_st)
+            logs["loss_st"] = l_st.detach()
+            chunks = chunks[1:]
         l_pl = torch.stack([weighted_ce(c, labels, weights) for c in chunks]).mean()
         terms.append(target_weight * config.lambda_pl * l_pl)
         logs["loss_pl"] = l_pl.detach()
         logs["teacher_confidence"] = confident.float().mean().detach()
         logs["pl_weight"] = weights.mean().detach()
         if spec.consistency:
-            l_cm = consistency_loss(chunks[0], chunks[1])
+            l_cm = consistency_loss(chunks[0], chunks[1], config.consistency)
             terms.append(target_weight * config.lambda_cm * l_cm)
             logs["loss_cm"] = l_cm.detach()
             logs["view_agreement"] = (chunks[0].argmax(1) == chunks[1].argmax(1)).float().mean().detach()

@@ -107,7 +107,23 @@ def test_views_go_through_student_in_one_forward():
     sizes: list[int] = []
     student.register_forward_hook(lambda m, inp, out: sizes.append(inp[0].shape[0]))
     uda_step(student, teacher, _batch(), UDAConfig(strategy="masktwins", block_size=8))
-    assert sizes == [2, 4]  # source batch, then both target views in one batch
+    assert sizes == [2, 6]  # source batch, then the unmasked strong view and both masked views in one batch
+    sizes.clear()
+    uda_step(student, teacher, _batch(), UDAConfig(strategy="masktwins", block_size=8, lambda_st=0.0))
+    assert sizes == [2, 4]  # without the self-training term: only the two masked views
+
+
+def test_masked_strategy_adds_the_mean_teacher_term():
+    """With lambda_pl = lambda_cm = 0, a masked strategy's target loss is mean_teacher's (same strong view)."""
+    student, teacher = _nets()
+    student.eval()  # BatchNorm batch statistics would differ between a batch of 1 view and one of 3
+    batch = _batch()
+    base = dict(block_size=8, tau=0.5, lambda_cm=0.0)
+    gen = torch.Generator
+    mt = uda_step(student, teacher, batch, UDAConfig(strategy="mean_teacher", **base), gen().manual_seed(1))
+    tw = uda_step(student, teacher, batch, UDAConfig(strategy="masktwins", lambda_pl=0.0, **base), gen().manual_seed(1))
+    assert torch.allclose(tw.logs["loss_st"], mt.logs["loss_pl"], atol=1e-6)
+    assert torch.allclose(tw.loss, mt.loss, atol=1e-6)
 
 
 def test_no_augmentation_no_mask_view_equals_target():
@@ -163,5 +179,34 @@ def test_rampup_closed_form_and_target_weight_scales_target_terms():
     full = uda_step(student, teacher, b, cfg, torch.Generator().manual_seed(0))
     off = uda_step(student, teacher, b, cfg, torch.Generator().manual_seed(0), target_weight=0.0)
     assert torch.allclose(off.loss, full.logs["loss_sup"])
-    expected = full.logs["loss_sup"] + cfg.lambda_pl * full.logs["loss_pl"] + cfg.lambda_cm * full.logs["loss_cm"]
+    expected = full.logs["loss_sup"] + cfg.lambda_st * full.logs["loss_st"] + cfg.lambda_pl * full.logs["loss_pl"]
+    expected = expected + cfg.lambda_cm * full.logs["loss_cm"]
     assert torch.allclose(full.loss, expected, atol=1e-6)
+
+
+def test_consistency_forms_against_closed_form():
+    from mtbio.uda.losses import ConsistencyForm, consistency_loss
+
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(2, 2, 8, 8, generator=g) * 5, torch.randn(2, 2, 8, 8, generator=g) * 5
+    assert torch.allclose(consistency_loss(a, b, "logits"), ((a - b) ** 2).mean())
+    pa, pb = torch.exp(a) / torch.exp(a).sum(1, keepdim=True), torch.exp(b) / torch.exp(b).sum(1, keepdim=True)
+    got = consistency_loss(a, b, ConsistencyForm.PROBABILITIES)
+    assert torch.allclose(got, ((pa - pb) ** 2).mean(), atol=1e-7)
+    assert float(got) <= 1.0  # bounded, unlike the logit form
+    with pytest.raises(ValueError):
+        consistency_loss(a, b, "features")
+
+
+def test_consistency_form_reaches_the_step_loss():
+    student, teacher = _nets()
+    batch, gen = _batch(), lambda: torch.Generator().manual_seed(0)
+    base = dict(strategy="masktwins", block_size=8, tau=0.5, lambda_cm=1.0)
+    lo = uda_step(student, teacher, batch, UDAConfig(**base, consistency="logits"), gen())
+    pr = uda_step(student, teacher, batch, UDAConfig(**base, consistency="probabilities"), gen())
+    # same views and pseudo-label loss, different consistency term
+    assert torch.equal(lo.logs["loss_pl"], pr.logs["loss_pl"])
+    assert torch.allclose(lo.loss - lo.logs["loss_cm"], pr.loss - pr.logs["loss_cm"], atol=1e-6)
+    assert not torch.allclose(lo.logs["loss_cm"], pr.logs["loss_cm"])
+    with pytest.raises(ValueError, match="consistency"):
+        UDAConfig(consistency="kl")

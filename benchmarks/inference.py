@@ -94,7 +94,13 @@ def write_zarr(path: Path, array_or_shape, chunks=CHUNKS, seed: int = 0) -> None
         arr[z : z + chunks[0]] = rng.random((min(chunks[0], shape[0] - z), *shape[1:]), dtype=np.float32)
 
 
-def time_models(vol: np.ndarray, workdir: Path) -> list[dict]:
+def cpu_s() -> float:
+    """User + system CPU seconds of this process (all its threads): robust to other jobs on a shared machine."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def time_models(vol: np.ndarray, workdir: Path, repeats: int = REPEATS) -> list[dict]:
     import torch
     import zarr
     from monai.inferers import PatchInferer, SlidingWindowSplitter, ZarrAvgMerger, sliding_window_inference
@@ -113,20 +119,23 @@ def time_models(vol: np.ndarray, workdir: Path) -> list[dict]:
         times: dict[str, list[float]] = {}
         tag = len(rows)
         kw = dict(roi_size=ROI, overlap=OVERLAP, batch_size=BATCH, chunks=CHUNKS, device="cpu")
-        for rep in range(REPEATS):
-            t = time.perf_counter()
+        for rep in range(repeats):
+            t, c = time.perf_counter(), cpu_s()
             with torch.inference_mode():
                 ref = sliding_window_inference(x, ROI, BATCH, net, overlap=OVERLAP, mode="gaussian")
             times.setdefault("in_memory_s", []).append(time.perf_counter() - t)
+            times.setdefault("in_memory_cpu_s", []).append(cpu_s() - c)
 
-            t = time.perf_counter()
+            t, c = time.perf_counter(), cpu_s()
             out = predict_volume(net, source, workdir / f"{tag}-{rep}.zarr", **kw)
             times.setdefault("mtbio_s", []).append(time.perf_counter() - t)
+            times.setdefault("mtbio_cpu_s", []).append(cpu_s() - c)
 
             if build is tiny_anchor:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), cpu_s()
                 predict_volume(net, source, workdir / f"{tag}-{rep}-nocarry.zarr", carry=False, **kw)
                 times.setdefault("mtbio_no_carry_s", []).append(time.perf_counter() - t)
+                times.setdefault("mtbio_no_carry_cpu_s", []).append(cpu_s() - c)
 
             stores = workdir / f"merger-{tag}-{rep}"
             stores.mkdir()
@@ -138,15 +147,18 @@ def time_models(vol: np.ndarray, workdir: Path) -> list[dict]:
                 value_store=str(stores / "values.zarr"),
                 count_store=str(stores / "counts.zarr"),
             )
-            t = time.perf_counter()
+            t, c = time.perf_counter(), cpu_s()
             with torch.inference_mode():
                 inferer(x, net)
             times.setdefault("patchinferer_zarravgmerger_s", []).append(time.perf_counter() - t)
+            times.setdefault("patchinferer_zarravgmerger_cpu_s", []).append(cpu_s() - c)
         err = float(np.abs(np.asarray(out[:]) - ref[0].numpy()).max())
         row: dict = {"model": name, "max_abs_diff_vs_monai": err, "all_runs_s": times}
         row.update({k: min(v) for k, v in times.items()})
         row["mtbio_vs_in_memory"] = row["in_memory_s"] / row["mtbio_s"]
         row["mtbio_vs_zarravgmerger"] = row["patchinferer_zarravgmerger_s"] / row["mtbio_s"]
+        row["cpu_mtbio_vs_in_memory"] = row["in_memory_cpu_s"] / row["mtbio_cpu_s"]
+        row["cpu_mtbio_vs_zarravgmerger"] = row["patchinferer_zarravgmerger_cpu_s"] / row["mtbio_cpu_s"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -213,7 +225,7 @@ def markdown(result: dict) -> str:
         "",
         f"Command: `{result['command']}`  ",
         f"Machine: {result['machine']}, torch threads {THREADS}; volume {SHAPE}, window {ROI}, overlap {OVERLAP}, "
-        f"batch {BATCH}, store chunks {CHUNKS}; best of {REPEATS} interleaved runs per method.",
+        f"batch {BATCH}, store chunks {CHUNKS}; best of {result['repeats']} interleaved runs per method.",
         "",
         "| model | in-memory SWI (s) | mtbio zarr->zarr (s) | no carry (s) | PatchInferer+ZarrAvgMerger (s) | "
         "mtbio vs in-memory | mtbio vs ZarrAvgMerger | max abs diff vs SWI |",
@@ -225,6 +237,21 @@ def markdown(result: dict) -> str:
             f"| {r['model']} | {r['in_memory_s']:.2f} | {r['mtbio_s']:.2f} | {no_carry} | "
             f"{r['patchinferer_zarravgmerger_s']:.2f} | {r['mtbio_vs_in_memory']:.2f}x | "
             f"{r['mtbio_vs_zarravgmerger']:.2f}x | {r['max_abs_diff_vs_monai']:.1e} |"
+        )
+    lines += [
+        "",
+        "CPU time (user + system seconds of the process, all threads; the load-robust comparison on a shared "
+        "machine), best of the same runs:",
+        "",
+        "| model | in-memory SWI (CPU s) | mtbio (CPU s) | PatchInferer+ZarrAvgMerger (CPU s) | mtbio vs in-memory | "
+        "mtbio vs ZarrAvgMerger |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["throughput"]:
+        lines.append(
+            f"| {r['model']} | {r['in_memory_cpu_s']:.2f} | {r['mtbio_cpu_s']:.2f} | "
+            f"{r['patchinferer_zarravgmerger_cpu_s']:.2f} | {r['cpu_mtbio_vs_in_memory']:.2f}x | "
+            f"{r['cpu_mtbio_vs_zarravgmerger']:.2f}x |"
         )
     lines += ["", f"Memory: tiny model, chunks {MEMORY_CHUNKS}, each volume in a fresh subprocess.", ""]
     lines += ["| volume (z, y, x) | input (MB) | RSS growth above baseline (MB) | seconds |", "|---|---|---|---|"]
@@ -239,18 +266,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", help="dataset inside --data (h5 / zarr)")
     parser.add_argument("--out", type=Path, help="folder for inference.json and inference.md")
     parser.add_argument("--skip-memory", action="store_true", help="only the throughput comparison")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="interleaved runs per method (best is kept)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(THREADS)
     vol = make_volume(args.data, args.key)
     with tempfile.TemporaryDirectory(prefix="mtbio-bench-") as tmp:
-        throughput = time_models(vol, Path(tmp))
+        throughput = time_models(vol, Path(tmp), args.repeats)
         memory = [] if args.skip_memory else memory_runs(Path(tmp))
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
         "settings": {"shape": SHAPE, "roi": ROI, "overlap": OVERLAP, "batch": BATCH, "chunks": CHUNKS},
+        "repeats": args.repeats,
         "throughput": throughput,
         "memory": memory,
         "parent_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -24,6 +24,8 @@ Examples::
         --iters 20 --eval-sections 2 --out /tmp/em2d_smoke                          # a smoke test
     python benchmarks/uda_em2d.py --eval-only --checkpoints runs/em2d/checkpoints --eval-data /data/lucchi_pp \\
         --out runs/em2d_full_test                                                   # re-score saved weights
+    python benchmarks/uda_em2d.py --data ../shared/data --first-seed 2 --seeds 1 --out runs/em2d_s2  # seeds split
+        # over processes: copy every OUT/checkpoints/*.pt into one folder, then --eval-only scores them together
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-data", type=Path, help="Lucchi++ release folder to test on (default DATA/lucchi_pp)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. N-1)")
-    p.add_argument("--iters", type=int, default=1200, help="iterations per run (sized for 6 x 3 runs in < 2 h)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (FIRST .. FIRST+N-1)")
+    p.add_argument("--first-seed", type=int, default=0, help="first seed (to split seeds over processes/machines)")
+    p.add_argument("--iters", type=int, default=800, help="iterations per run (6 x 3 runs in about 1 h on 2 cores)")
     p.add_argument("--crop", type=int, default=192)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--network", default="unet", help="mtbio.networks name (unet: 5 levels, 2 residual units)")
@@ -56,7 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lambda-pl", type=float, default=1.0)
     p.add_argument("--lambda-st", type=float, default=1.0, help="unmasked self-training term of masked strategies")
     p.add_argument("--lambda-cm", type=float, default=0.01)
-    p.add_argument("--consistency", default="probabilities", choices=("logits", "probabilities"), help="consistency form")
+    p.add_argument("--consistency", default="probabilities", choices=("logits", "probabilities"))
     p.add_argument("--pl-weighting", default="image", choices=("image", "pixel", "none"))
     p.add_argument("--alpha", type=float, default=None, help="EMA decay (default 1 - 10/iters clipped to [.99,.999])")
     p.add_argument("--eval-sections", type=int, default=None, help="score only the first N test sections")
@@ -166,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         "git": git_hash(),
         "torch": torch.__version__,
     }
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for strategy in strategies:
             if any(r["seed"] == seed for r in results.get(strategy, [])):
                 print(f"[skip] {strategy} seed {seed}: already in results.json", flush=True)

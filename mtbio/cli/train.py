@@ -223,7 +223,11 @@ def _attach_logging(trainer: Any, out: Path, every: int) -> None:
     from monai.handlers import StatsHandler
 
     every = max(1, every)
-    stats = StatsHandler(name="mtbio.train", iteration_log=every, tag_name="train", output_transform=lambda o: o)
+
+    def every_n(_: Any, iteration: int) -> bool:  # StatsHandler takes an event filter, not an interval
+        return iteration % every == 0
+
+    stats = StatsHandler(name="mtbio.train", iteration_log=every_n, tag_name="train", output_transform=lambda o: o)
     stats.attach(trainer)
     import logging
 

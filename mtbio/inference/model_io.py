@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Mapping
@@ -75,15 +76,20 @@ def load_bundle_network(bundle: str | os.PathLike, checkpoint: str | os.PathLike
     config = next((root / c for c in BUNDLE_CONFIGS if (root / c).is_file()), None)
     if config is None:
         raise FileNotFoundError(f"{root}: bundle has none of {', '.join(BUNDLE_CONFIGS)}")
-    parser = ConfigParser()
-    parser.read_config(str(config))
-    parser["bundle_root"] = str(root)
-    if "network_def" not in parser.config:
-        raise ValueError(f"{config}: no 'network_def' entry")
-    try:
-        network = parser.get_parsed_content("network_def")
-    except Exception as err:  # noqa: BLE001 - re-raised with the path
-        raise ValueError(f"{config}: cannot build 'network_def' ({err})") from err
+    root, config = root.resolve(), config.resolve()
+    # mtbio's bundles include shared fragments as ``%configs/<file>.yaml#key``, relative to the repository root
+    # (the folder holding ``bundles/``): parse from there, so the network loads from any working directory
+    base = root.parents[1] if len(root.parents) > 1 and (root.parents[1] / "configs").is_dir() else Path.cwd()
+    with contextlib.chdir(base):
+        parser = ConfigParser()
+        parser.read_config(str(config))
+        parser["bundle_root"] = str(root)
+        if "network_def" not in parser.config:
+            raise ValueError(f"{config}: no 'network_def' entry")
+        try:
+            network = parser.get_parsed_content("network_def")
+        except Exception as err:  # noqa: BLE001 - re-raised with the path
+            raise ValueError(f"{config}: cannot build 'network_def' ({err})") from err
     if not isinstance(network, torch.nn.Module):
         raise ValueError(f"{config}: 'network_def' is a {type(network).__name__}, not a torch module")
     weights = Path(checkpoint) if checkpoint is not None else root / BUNDLE_WEIGHTS

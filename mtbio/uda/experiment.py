@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -26,6 +27,7 @@ __all__ = [
     "acceptance",
     "build_trainer",
     "mean_std",
+    "seeded_copy",
     "timed_fit",
     "git_hash",
     "load_weights",
@@ -47,7 +49,7 @@ def build_trainer(
     target_label: Any = None,
     crop_size: Sequence[int] = (192, 192),
     batch_size: int = 4,
-    network: str = "small_unet",
+    network: str | torch.nn.Module = "small_unet",
     network_kwargs: Mapping[str, Any] | None = None,
     lr: float = 1e-3,
     seed: int = 0,
@@ -55,6 +57,7 @@ def build_trainer(
     epoch_length: int | None = None,
     in_memory: bool = True,
     source_accept: Callable[[np.ndarray], bool] | None = None,
+    distributed: bool = False,
 ) -> UDATrainer:
     """A :class:`UDATrainer` with crop samplers over (Z, Y, X) volumes (or lists of volumes).
 
@@ -62,6 +65,10 @@ def build_trainer(
     every strategy; the source sampler uses stream 0 and the target sampler stream 1, so the source crop
     sequence of a seed is the same for every strategy. Only the data a strategy needs is required (the oracle
     needs target labels, source-only no target).
+
+    ``network`` is a name for :func:`mtbio.networks.get_network` (with ``network_kwargs``) or a module (e.g. a
+    bundle's ``network_def``), which is deep-copied and re-initialised from ``seed`` (:func:`seeded_copy`).
+    ``distributed`` is passed to :class:`UDATrainer` (multi-process data parallel training).
     """
     spec = strategy_spec(config.strategy)
     spatial_dims = len(tuple(crop_size))
@@ -93,8 +100,11 @@ def build_trainer(
             stream=TARGET_STREAM,
             in_memory=in_memory,
         )
-    torch.manual_seed(seed)
-    net = get_network(network, spatial_dims, **dict(network_kwargs or {}))
+    if isinstance(network, torch.nn.Module):
+        net = seeded_copy(network, seed)
+    else:
+        torch.manual_seed(seed)
+        net = get_network(network, spatial_dims, **dict(network_kwargs or {}))
     return UDATrainer(
         student=net,
         config=config,
@@ -105,7 +115,23 @@ def build_trainer(
         seed=seed,
         device=device,
         epoch_length=epoch_length,
+        distributed=distributed,
     )
+
+
+def seeded_copy(network: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A deep copy of ``network`` whose layers are re-initialised (``reset_parameters``) in module order after
+    ``torch.manual_seed(seed)``: the same initial weights for a seed whatever the global random state was when
+    ``network`` was built."""
+    net = copy.deepcopy(network)
+    torch.manual_seed(seed)
+    for module in net.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+    return net
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

@@ -9,10 +9,18 @@ as the uninterrupted run would.
 The trainer is an :class:`ignite.engine.Engine`, so MONAI handlers attach as usual (``StatsHandler``,
 ``TensorBoardStatsHandler``, ``CheckpointSaver`` / ``CheckpointLoader``); ``engine.state.output`` is the step's
 logs dict of detached 0-d tensors, moved to the host only by the handlers that print them.
+
+Multi-process training (``distributed=True`` inside an initialised ``torch.distributed`` process group, e.g.
+under ``torchrun``): every rank builds the same global batch ``i`` and keeps crops ``rank::world_size`` (the
+sharding ``DistributedSampler`` does for a dataset), the student runs through ``DistributedDataParallel``
+(gradients averaged over ranks), and the step generator is seeded by ``(seed, iteration, rank)`` so ranks draw
+different masks. Attach ``attach_checkpointing`` on every rank (ignite writes on rank 0 only, and its set-up
+is collective) and printing / TensorBoard handlers on rank 0 only.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,15 +35,17 @@ from mtbio.uda.step import uda_step
 from mtbio.uda.strategy import strategy_spec
 from mtbio.uda.teacher import EMATeacher
 
-__all__ = ["UDATrainer", "attach_checkpointing", "load_checkpoint", "step_seed"]
+__all__ = ["UDATrainer", "attach_checkpointing", "latest_checkpoint", "load_checkpoint", "step_seed"]
 
 STEP_STREAM = 2
 Sampler = Callable[[int], Mapping[str, torch.Tensor]]
 
 
-def step_seed(seed: int, iteration: int) -> int:
-    """Seed of the step generator (masks, augmentation) of ``iteration``: a function of ``(seed, iteration)``."""
-    return int(np.random.SeedSequence([int(seed), STEP_STREAM, int(iteration)]).generate_state(1, dtype=np.uint64)[0])
+def step_seed(seed: int, iteration: int, rank: int = 0) -> int:
+    """Seed of the step generator (masks, augmentation) of ``iteration``: a function of ``(seed, iteration)``
+    and, for ranks > 0 of a multi-process run, of ``rank`` (rank 0 draws what a single process draws)."""
+    key = [int(seed), STEP_STREAM, int(iteration)] + ([int(rank)] if rank else [])
+    return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0])
 
 
 class UDATrainer(Engine):
@@ -57,6 +67,8 @@ class UDATrainer(Engine):
         epoch_length: iterations per ignite epoch (checkpoint/log granularity); must divide ``max_iterations``;
             default ``max_iterations``.
         grad_clip: optional max gradient norm.
+        distributed: multi-process data parallel training in the current ``torch.distributed`` process group
+            (see the module docstring); the global batch size must be a multiple of the world size.
     """
 
     def __init__(
@@ -75,6 +87,7 @@ class UDATrainer(Engine):
         amp: bool = True,
         epoch_length: int | None = None,
         grad_clip: float | None = None,
+        distributed: bool = False,
     ) -> None:
         super().__init__(self._iteration)
         if max_iterations < 1:
@@ -105,6 +118,23 @@ class UDATrainer(Engine):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.grad_clip = grad_clip
         self._spec = spec
+        self.rank, self.world_size = 0, 1
+        self._forward: nn.Module = self.student
+        if distributed:
+            import torch.distributed as dist
+
+            if not (dist.is_available() and dist.is_initialized()):
+                raise ValueError("distributed=True needs an initialised torch.distributed process group (torchrun)")
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+            for name, sampler in (("source", source), ("target", target)):
+                batch = getattr(sampler, "batch_size", None)
+                if batch is not None and batch % self.world_size:
+                    raise ValueError(f"{name} batch size {batch} is not a multiple of the world size {self.world_size}")
+            if self.world_size > 1:
+                from torch.nn.parallel import DistributedDataParallel
+
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self._forward = DistributedDataParallel(self.student, device_ids=ids)
 
     def make_batch(self, iteration: int) -> dict[str, torch.Tensor]:
         """The batch of 0-based ``iteration`` on the training device."""
@@ -115,17 +145,19 @@ class UDATrainer(Engine):
         if self._spec.uses_target:
             for k, v in self.target(iteration).items():
                 batch[f"target_{k}"] = v
+        if self.world_size > 1:  # this rank's shard of the global batch
+            batch = {k: v[self.rank :: self.world_size] for k, v in batch.items()}
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def _iteration(self, engine: Engine, _: Any) -> dict[str, torch.Tensor]:
         i = engine.state.iteration - 1  # ignite counts from 1 and increments before calling us
         batch = self.make_batch(i)
-        gen = torch.Generator(device=self.device).manual_seed(step_seed(self.seed, i))
+        gen = torch.Generator(device=self.device).manual_seed(step_seed(self.seed, i, self.rank))
         self.student.train()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
             out = uda_step(
-                self.student,
+                self._forward,
                 self.teacher,
                 batch,
                 self.config,
@@ -183,6 +215,17 @@ def attach_checkpointing(trainer: UDATrainer, run_dir: str | Path, interval: int
     )
     saver.attach(trainer)
     return saver
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint with the highest iteration in ``run_dir`` (``checkpoint_[final_]iteration=N.pt``, as written
+    by :func:`attach_checkpointing`), or ``None``."""
+    found = []
+    for f in Path(run_dir).glob("checkpoint_*iteration=*.pt"):
+        m = re.search(r"iteration=(\d+)\.pt$", f.name)
+        if m:
+            found.append((int(m.group(1)), "final" in f.name, f))
+    return max(found)[2] if found else None
 
 
 def load_checkpoint(trainer: UDATrainer, path: str | Path, *, resume: bool = True) -> Any:

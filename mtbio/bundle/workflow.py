@@ -1,0 +1,327 @@
+"""The three bundle workflows, called by the bundles' configs through ``_target_``: :func:`train`,
+:func:`predict` and :func:`evaluate`.
+
+A bundle run lays out ``output_dir`` as::
+
+    output_dir/<strategy>/checkpoint_iteration=N.pt   resumable MONAI checkpoints (student, teacher, optimizer,
+                                                      iteration); restarting ``training`` continues from the newest
+    output_dir/<strategy>/tb/                          TensorBoard logs (MONAI TensorBoardStatsHandler)
+    output_dir/<strategy>/config.json                  the run's resolved configuration (every value after overrides)
+    output_dir/predictions/<strategy>.zarr             prediction stores (OME-Zarr, full resolution at ``<store>/0``)
+    output_dir/results.json, results.md                the metric table of ``evaluate``
+    models_dir/<strategy>.pt, models_dir/model.pt      final weights (EMA teacher + student; ``model.pt`` = the
+                                                      ``export`` strategy, what ``load_bundle_network`` reads)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtbio.bundle.data import DomainPair, open_spec
+
+__all__ = ["evaluate", "predict", "train"]
+
+LOGGER = "mtbio.bundle"
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _versions() -> dict[str, str]:
+    import monai
+    import numpy
+
+    from mtbio import __version__
+
+    return {"mtbio": __version__, "monai": monai.__version__, "torch": torch.__version__, "numpy": numpy.__version__}
+
+
+def _attach_logging(trainer: Any, run_dir: Path, every: int) -> None:
+    from monai.handlers import StatsHandler, TensorBoardStatsHandler
+
+    def every_n(_: Any, iteration: int) -> bool:  # StatsHandler takes an event filter, not an interval
+        return iteration % every == 0
+
+    StatsHandler(
+        name=f"{LOGGER}.losses", iteration_log=every_n, epoch_log=False, tag_name="train", output_transform=lambda o: o
+    ).attach(trainer)
+    TensorBoardStatsHandler(
+        log_dir=str(run_dir / "tb"), iteration_log=every, epoch_log=False, output_transform=lambda o: o
+    ).attach(trainer)
+
+
+def _uda_config(uda: Mapping[str, Any] | None, strategy: str) -> Any:
+    from mtbio.uda.config import UDAConfig
+
+    kwargs = {k: v for k, v in dict(uda or {}).items() if k != "strategy"}
+    return UDAConfig(strategy=strategy, **kwargs)
+
+
+def train(
+    *,
+    network: torch.nn.Module,
+    data: DomainPair,
+    strategies: Sequence[str],
+    uda: Mapping[str, Any] | None,
+    iterations: int,
+    crop_size: Sequence[int],
+    output_dir: str | os.PathLike,
+    models_dir: str | os.PathLike,
+    batch_size: int = 4,
+    lr: float = 1e-3,
+    seed: int = 0,
+    export: str | None = "masktwins",
+    checkpoint_interval: int | None = None,
+    n_saved: int = 2,
+    log_interval: int = 50,
+    device: str | torch.device = "cpu",
+    distributed: bool = False,
+    stop_after: int | None = None,
+    in_memory: bool = True,
+) -> dict[str, Path]:
+    """Train ``network`` once per strategy (same seed, initial weights and source crops), resumably.
+
+    For each strategy, a complete earlier run (its weights in ``models_dir`` and a checkpoint at ``iterations``)
+    is kept as is; an interrupted one resumes from its newest checkpoint (same iteration, student, teacher,
+    optimizer; the crops, masks and augmentations of iteration ``i`` are functions of ``(seed, i)``), so the
+    result equals an uninterrupted run.
+
+    Args:
+        network: the bundle's ``network_def``, (B, 1, *crop) -> (B, 2, *crop) logits; copied and re-initialised
+            from ``seed`` for every strategy.
+        data: the volumes (:class:`~mtbio.bundle.data.DomainPair`).
+        strategies: e.g. ``["oracle", "source_only", "masktwins"]`` (:class:`mtbio.uda.strategy.Strategy`).
+        uda: keyword arguments of :class:`mtbio.uda.config.UDAConfig` (tau, lambda_pl, lambda_cm, mask_ratio,
+            block_size, ...), shared by every strategy.
+        iterations: training iterations T per strategy.
+        crop_size: (H, W) section crops or (D, H, W) patches.
+        output_dir: run folder (see the module docstring).
+        models_dir: folder of the final weights.
+        batch_size: crops per iteration and domain (the global batch in multi-process runs).
+        lr: AdamW learning rate.
+        seed: seed of the weights, crops, masks and augmentation.
+        export: strategy whose weights are also written as ``models_dir/model.pt`` (``None``: the last one).
+        checkpoint_interval: save a resumable checkpoint every N iterations (default ``iterations // 10``).
+        n_saved: checkpoints kept per strategy.
+        log_interval: log losses (console, TensorBoard) every N iterations.
+        device: training device (``cuda:<LOCAL_RANK>`` under torchrun on GPUs).
+        distributed: data-parallel over the initialised ``torch.distributed`` process group: crops are
+            sharded by rank, gradients averaged (DDP), checkpoints / logs / weights written by rank 0.
+        stop_after: end this invocation after iteration N (a time-boxed job); the next call resumes.
+        in_memory: read the volumes into memory once (fast for small data; ``False`` slices lazily).
+
+    Returns:
+        strategy -> final weights file (only the strategies that finished).
+    """
+    from ignite.engine import Events
+
+    from mtbio.uda.experiment import build_trainer, git_hash, save_weights, write_json_atomic
+    from mtbio.uda.trainer import attach_checkpointing, latest_checkpoint, load_checkpoint
+
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if not strategies:
+        raise ValueError("strategies is empty")
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop_after must be >= 1 or None, got {stop_after}")
+    logger = logging.getLogger(LOGGER)
+    rank = _rank()
+    output_dir, models_dir = Path(output_dir), Path(models_dir)
+    interval = int(checkpoint_interval or max(1, iterations // 10))
+    finished: dict[str, Path] = {}
+    for strategy in strategies:
+        config = _uda_config(uda, strategy)
+        name = config.strategy.value
+        run_dir = output_dir / name
+        weights = models_dir / f"{name}.pt"
+        checkpoint = latest_checkpoint(run_dir)
+        done_at = int(checkpoint.stem.rsplit("=", 1)[1]) if checkpoint is not None else 0
+        if weights.is_file() and done_at >= iterations:
+            logger.info(f"{name}: already trained ({weights}); delete {run_dir} and {weights} to retrain")
+            finished[name] = weights
+            continue
+        trainer = build_trainer(
+            config=config,
+            iterations=iterations,
+            source_image=data.source_image,
+            source_label=data.source_label,
+            target_image=data.target_image,
+            target_label=data.target_label,
+            crop_size=tuple(int(c) for c in crop_size),
+            batch_size=batch_size,
+            network=network,
+            lr=lr,
+            seed=seed,
+            device=device,
+            in_memory=in_memory,
+            distributed=distributed,
+        )
+        meta = {
+            "strategy": name,
+            "seed": int(seed),
+            "network": type(network).__name__,
+            "spatial_dims": len(tuple(crop_size)),
+            "crop": [int(c) for c in crop_size],
+            "config": config.to_dict(),
+        }
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            resolved = {
+                **meta,
+                "iterations": int(iterations),
+                "batch_size": int(batch_size),
+                "lr": float(lr),
+                "data": data.description,
+                "voxel_size": data.voxel_size,
+                "world_size": trainer.world_size,
+                "device": str(device),
+                "argv": sys.argv,
+                "resumed_from": None if checkpoint is None else str(checkpoint),
+                "versions": _versions(),
+                "git": git_hash(),
+            }
+            write_json_atomic(run_dir / "config.json", resolved)
+            _attach_logging(trainer, run_dir, max(1, int(log_interval)))
+        else:  # one console log per run
+            trainer.logger.setLevel(logging.WARNING)
+        # on every rank: ignite's saver writes on rank 0 only, and its set-up is collective under torch.distributed
+        attach_checkpointing(trainer, run_dir, interval, n_saved=n_saved)
+        if checkpoint is not None:
+            load_checkpoint(trainer, checkpoint)
+            logger.info(f"{name}: resuming from {checkpoint}")
+        if stop_after is not None and stop_after < iterations:
+            trainer.add_event_handler(Events.ITERATION_COMPLETED(once=int(stop_after)), lambda e: e.terminate())
+        t0 = time.perf_counter()
+        state = trainer.fit()
+        seconds = time.perf_counter() - t0
+        if state.iteration < iterations:
+            logger.info(f"{name}: stopped at iteration {state.iteration} of {iterations}; run again to resume")
+            continue
+        if rank == 0:
+            save_weights(trainer, weights, meta)
+            logger.info(f"{name}: {iterations} iterations in {seconds:.0f} s -> {weights}")
+        finished[name] = weights
+    chosen = list(finished)[-1] if export is None and finished else export
+    if rank == 0 and chosen in finished:
+        shutil.copyfile(finished[chosen], models_dir / "model.pt")
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return finished
+
+
+def _as_volume(image: Any, what: str) -> Any:
+    if image is None:
+        raise ValueError(f"no {what}: set the bundle's data (or pass a PATH[:KEY] override)")
+    return open_spec(image) if isinstance(image, str | os.PathLike) else image
+
+
+def predict(
+    *,
+    network: torch.nn.Module,
+    models_dir: str | os.PathLike,
+    strategies: Sequence[str],
+    image: Any,
+    predictions_dir: str | os.PathLike,
+    roi_size: Sequence[int],
+    overlap: float = 0.25,
+    normalize: str | None = "zscore_section",
+    batch_size: int = 4,
+    dtype: str = "uint8",
+    device: str | torch.device | None = None,
+) -> dict[str, Path]:
+    """Predict ``image`` with each strategy's weights (``models_dir/<strategy>.pt``, the EMA teacher) through the
+    streaming :func:`mtbio.inference.predict_volume`, into ``predictions_dir/<strategy>.zarr``.
+
+    Args:
+        network: the bundle's ``network_def`` (weights are loaded into a copy).
+        models_dir: folder of the weights written by :func:`train`.
+        strategies: which weights; ``["model"]`` predicts with ``model.pt``.
+        image: a ``(Z, Y, X)`` volume or a ``PATH[:KEY]`` string.
+        predictions_dir: output folder of the prediction stores.
+        roi_size: sliding window, (H, W) section by section or (D, H, W).
+        overlap: window overlap fraction (Gaussian blending).
+        normalize: the training intensity rule: ``"zscore_section"`` for 2D networks, ``"zscore"`` (per volume)
+            for 3D ones.
+        batch_size: windows per forward pass.
+        dtype: stored dtype (``uint8`` = p * 255).
+        device: inference device (default CUDA when available).
+
+    Returns:
+        strategy -> prediction store.
+    """
+    import copy
+
+    from mtbio.inference import predict_volume
+    from mtbio.inference.model_io import load_state
+
+    volume = _as_volume(image, "image to predict")
+    out: dict[str, Path] = {}
+    for strategy in strategies:
+        net = load_state(copy.deepcopy(network), Path(models_dir) / f"{strategy}.pt")
+        store = Path(predictions_dir) / f"{strategy}.zarr"
+        predict_volume(
+            net,
+            volume,
+            store,
+            roi_size=tuple(int(r) for r in roi_size),
+            overlap=overlap,
+            batch_size=batch_size,
+            activation="softmax",
+            dtype=dtype,
+            normalize=normalize,
+            device=device,
+            overwrite=True,
+        )
+        logging.getLogger(LOGGER).info(f"{strategy}: wrote {store}")
+        out[strategy] = store
+    return out
+
+
+def evaluate(
+    *,
+    predictions_dir: str | os.PathLike,
+    strategies: Sequence[str],
+    label: Any,
+    output_dir: str | os.PathLike,
+    seed: int = 0,
+    title: str = "",
+) -> dict[str, list[dict[str, float]]]:
+    """Score each prediction store against ``label`` with :func:`mtbio.metrics.em_metrics` (per-section mAP,
+    F1, MCC, IoU, mean over sections), print the table and write ``output_dir/results.{json,md}``.
+
+    Returns:
+        ``{strategy: [{"seed", "mAP", "F1", "MCC", "IoU"}]}``.
+    """
+    import numpy as np
+
+    from mtbio.data.store import open_prediction_store
+    from mtbio.metrics import em_metrics
+    from mtbio.uda.experiment import summarize, write_json_atomic
+
+    truth = np.asarray(_as_volume(label, "label volume to evaluate against")[:]) > 0
+    results: dict[str, list[dict[str, float]]] = {}
+    for strategy in strategies:
+        store = open_prediction_store(Path(predictions_dir) / f"{strategy}.zarr")
+        scores = em_metrics(store.foreground(), truth)
+        results[strategy] = [{"seed": int(seed), **{k: float(v) for k, v in scores.items()}}]
+    table = summarize(results)
+    output_dir = Path(output_dir)
+    write_json_atomic(output_dir / "results.json", {"results": results, "title": title, "sections": len(truth)})
+    (output_dir / "results.md").write_text(table)
+    print(f"\n{title or 'target test volume'}: {len(truth)} sections (per-section metrics, mean over sections)")
+    print(table)
+    return results

@@ -1,0 +1,143 @@
+"""train -> inference -> evaluate of every bundle for a few iterations on tiny synthetic data (model-zoo style:
+``ConfigWorkflow`` with overrides), and exact resume after an interrupted ``training``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.bundles._run import BUNDLES, REPO, run_workflow, tiny
+
+
+@pytest.fixture(autouse=True)
+def _repo_root(monkeypatch):
+    monkeypatch.chdir(REPO)  # the bundles' commands run from the repository root
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_train_infer_evaluate(bundle, tmp_path):
+    from mtbio.bundle.data import synthetic_pair
+    from mtbio.data.store import open_prediction_store
+    from mtbio.metrics import em_metrics
+    from mtbio.uda.config import UDAConfig
+
+    kw = tiny(bundle, tmp_path)
+    strategies = ["source_only", "masktwins"]
+    finished = run_workflow(bundle, "train", "training", strategies=strategies, **kw)[0]
+    assert sorted(finished) == sorted(strategies)
+    for s in strategies:
+        run = tmp_path / s
+        assert (run / "checkpoint_final_iteration=4.pt").is_file()
+        assert list((run / "tb").glob("events.out.tfevents.*")), "no TensorBoard log"
+        resolved = json.loads((run / "config.json").read_text())
+        assert resolved["iterations"] == 4 and resolved["strategy"] == s
+        assert resolved["config"]["tau"] == UDAConfig.tau  # the bundle follows the library's defaults
+    assert (tmp_path / "models" / "model.pt").read_bytes() == (tmp_path / "models" / "masktwins.pt").read_bytes()
+
+    stores = run_workflow(bundle, "inference", "inference", strategies=strategies, **kw)[0]
+    data = synthetic_pair(tmp_path / "data", seed=0, shape=(8, 64, 64))
+    for s in strategies:
+        store = open_prediction_store(stores[s])  # complete, or it raises
+        assert store.spatial_shape == (8, 64, 64)
+        assert (stores[s] / "0").is_dir()
+
+    results = run_workflow(bundle, "evaluate", "evaluate", strategies=strategies, **kw)[0]
+    label = data.test_label[:] > 0
+    for s in strategies:
+        expected = em_metrics(open_prediction_store(stores[s]).foreground(), label)
+        assert results[s][0]["IoU"] == pytest.approx(expected["IoU"])
+        assert results[s][0]["mAP"] == pytest.approx(expected["mAP"])
+    saved = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert saved == results
+    assert "| masktwins | 1 |" in (tmp_path / "results.md").read_text()
+
+
+def test_bundle_weights_load_through_load_bundle_network(tmp_path, monkeypatch):
+    """models/model.pt of a run is the EMA teacher that mtbio predict --bundle / napari load with network_def."""
+    from mtbio.inference.model_io import load_bundle_network
+
+    kw = tiny("masktwins_demo", tmp_path)
+    run_workflow("masktwins_demo", "train", "training", strategies=["masktwins"], **kw)
+    net = load_bundle_network(REPO / "bundles" / "masktwins_demo", tmp_path / "models" / "model.pt")
+    teacher = torch.load(tmp_path / "models" / "masktwins.pt", weights_only=True)["teacher"]
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, teacher[name])
+    # the shared %configs/ fragments resolve from any working directory (mtbio predict --bundle, napari)
+    monkeypatch.chdir(tmp_path)
+    again = load_bundle_network(REPO / "bundles" / "masktwins_demo", tmp_path / "models" / "model.pt")
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in again.state_dict().items())
+
+
+def _weights(path):
+    payload = torch.load(path, weights_only=True)
+    return {f"{part}.{k}": v for part in ("student", "teacher") for k, v in payload[part].items()}
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
+    kw = dict(strategies=["masktwins"], iterations=6, checkpoint_interval=1)
+    full = tmp_path / "full"
+    run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", full, **kw))
+    part = tmp_path / "part"
+    # first invocation stops after iteration 3 (as a killed job would, with its checkpoints on disk) ...
+    out = run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", part, stop_after=3, **kw))[0]
+    assert out == {} and not (part / "models" / "masktwins.pt").exists()
+    assert (part / "masktwins" / "checkpoint_iteration=3.pt").is_file()
+    # ... the second one resumes from that checkpoint and finishes the run
+    run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", part, **kw))
+    resumed = json.loads((part / "masktwins" / "config.json").read_text())["resumed_from"]
+    assert resumed is not None and resumed.endswith("iteration=3.pt")
+    a, b = _weights(full / "models" / "masktwins.pt"), _weights(part / "models" / "masktwins.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point():
+            assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
+        else:
+            assert torch.equal(a[k], b[k]), k
+    assert torch.load(part / "models" / "masktwins.pt", weights_only=True)["iteration"] == 6
+    # a third call finds the finished run and keeps it
+    before = (part / "models" / "masktwins.pt").stat().st_mtime_ns
+    run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", part, **kw))
+    assert (part / "models" / "masktwins.pt").stat().st_mtime_ns == before
+
+
+def test_train_rejects_bad_arguments(tmp_path):
+    from mtbio.bundle.data import synthetic_pair
+    from mtbio.bundle.workflow import train
+    from mtbio.networks import get_network
+
+    data = synthetic_pair(tmp_path / "data", shape=(4, 32, 32))
+    kw = dict(
+        network=get_network("small_unet", 2),
+        data=data,
+        uda={},
+        crop_size=(32, 32),
+        output_dir=tmp_path / "run",
+        models_dir=tmp_path / "models",
+    )
+    with pytest.raises(ValueError, match="iterations"):
+        train(strategies=["masktwins"], iterations=0, **kw)
+    with pytest.raises(ValueError, match="strategies is empty"):
+        train(strategies=[], iterations=2, **kw)
+    with pytest.raises(ValueError, match="unknown strategy"):
+        train(strategies=["dann"], iterations=2, **kw)
+    with pytest.raises(ValueError, match="stop_after"):
+        train(strategies=["masktwins"], iterations=2, stop_after=0, **kw)
+    assert not (tmp_path / "models").exists()
+
+
+def test_predict_needs_an_image(tmp_path):
+    from mtbio.bundle.workflow import predict
+    from mtbio.networks import get_network
+
+    with pytest.raises(ValueError, match="no image to predict"):
+        predict(
+            network=get_network("small_unet", 2),
+            models_dir=tmp_path,
+            strategies=["masktwins"],
+            image=None,
+            predictions_dir=tmp_path / "p",
+            roi_size=(32, 32),
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -56,11 +57,16 @@ def importance_map(
     Returns:
         float32 tensor of shape ``roi_size``.
     """
+    sigma = float(sigma_scale) if isinstance(sigma_scale, (int, float)) else tuple(float(v) for v in sigma_scale)
+    return _importance_map(tuple(int(r) for r in roi_size), as_blend(mode).value, sigma).clone()
+
+
+@functools.lru_cache(maxsize=16)
+def _importance_map(roi_size: tuple[int, ...], mode: str, sigma_scale: float | tuple[float, ...]) -> torch.Tensor:
+    """MONAI's map, cached: runs over many stacks (and each Dask task) reuse it."""
     from monai.data.utils import compute_importance_map
 
-    return compute_importance_map(
-        tuple(int(r) for r in roi_size), mode=as_blend(mode).value, sigma_scale=sigma_scale, device="cpu"
-    ).to(torch.float32)
+    return compute_importance_map(roi_size, mode=mode, sigma_scale=sigma_scale, device="cpu").to(torch.float32)
 
 
 def apply_activation(values: torch.Tensor, activation: Activation | None) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 
 from mtbio.inference.blending import Activation, apply_activation
 from mtbio.inference.merger import SlabAccumulator
-from mtbio.inference.sources import read_padded
+from mtbio.inference.sources import SlabReader, read_padded
 from mtbio.inference.windows import Block, WindowGrid
 
 
@@ -76,16 +76,27 @@ class Engine:
         p = self.grid.pad_lo[0]
         return self.grid.rows_intersecting(block.lo[0] + p, block.hi[0] + p)
 
-    def read_rows(self, source: Any, block: Block, rows: tuple[int, int]) -> tuple[int, np.ndarray] | None:
-        """Input for rows ``[r0, r1)`` of the block's column: ``(axis-0 origin, float32 array)``, or ``None``."""
+    def read_rows(
+        self, source: Any, block: Block, rows: tuple[int, int], reader: SlabReader | None = None
+    ) -> tuple[int, np.ndarray] | None:
+        """Input for rows ``[r0, r1)`` of the block's column: ``(axis-0 origin, float32 array)``, or ``None``.
+
+        ``reader`` (a :class:`SlabReader` of ``source``, used by one thread) reuses what the previous slab read.
+        """
         r0, r1 = rows
         if r1 <= r0:
             return None
         s0 = self.grid.starts[0]
         _, lo, hi = self.column_box(block)
         z0, z1 = s0[r0], s0[r1 - 1] + self.grid.roi[0]
+        if reader is not None:
+            return z0, reader.read((z0, *lo), (z1, *hi))
         data = read_padded(source, (z0, *lo), (z1, *hi), self.grid.pad_lo, self.normalize)
         return z0, data
+
+    def slab_reader(self, source: Any) -> SlabReader:
+        """A :class:`SlabReader` of ``source`` for this engine's padding and normalisation."""
+        return SlabReader(source, self.grid.pad_lo, self.grid.padded, self.normalize)
 
     def _forward(self, batch: np.ndarray) -> torch.Tensor:
         """``network(batch) * weight`` as float32, shape ``(B, C, *roi)``."""
@@ -134,12 +145,16 @@ class Engine:
             return values.astype(np.dtype(self.out_dtype), copy=False)
         return encode_probability(values, self.out_dtype)
 
-    def new_accumulator(self, block: Block, rows: tuple[int, int]) -> SlabAccumulator:
-        """An empty accumulator from the block's first voxel (axis 0) to the end of its last window row."""
+    def new_box(self, block: Block, rows: tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The box of :meth:`new_accumulator` (padded coordinates)."""
         _, lo, hi = self.column_box(block)
         z0 = block.lo[0] + self.grid.pad_lo[0]
         z1 = self.grid.starts[0][rows[1] - 1] + self.grid.roi[0]
-        return SlabAccumulator(self.channels, (z0, *lo), (z1, *hi), self.device)
+        return (z0, *lo), (z1, *hi)
+
+    def new_accumulator(self, block: Block, rows: tuple[int, int]) -> SlabAccumulator:
+        """An empty accumulator from the block's first voxel (axis 0) to the end of its last window row."""
+        return SlabAccumulator(self.channels, *self.new_box(block, rows), self.device)
 
 
 def _product(axes: Sequence[Sequence[int]]) -> Iterable[tuple[int, ...]]:
@@ -179,7 +194,8 @@ def plan_tasks(engine: Engine, blocks: Sequence[Block], done: set[int], *, carry
 def run_task(
     engine: Engine, task: BlockTask, data: tuple[int, np.ndarray] | None, acc: SlabAccumulator | None
 ) -> tuple[np.ndarray, SlabAccumulator]:
-    """Compute one task. ``acc`` is the previous slab's accumulator when ``task.carry``.
+    """Compute one task. ``acc`` is the previous slab's accumulator when ``task.carry``; otherwise ``None`` or
+    an empty accumulator from ``engine.new_accumulator`` (made while the input was being read).
 
     Returns:
         ``(values (C, *block shape) in the stored dtype, the accumulator to carry to the next slab)``.
@@ -190,8 +206,10 @@ def run_task(
             raise ValueError("internal error: a carried task without the previous accumulator")
         z1 = engine.grid.starts[0][full_rows[1] - 1] + engine.grid.roi[0]
         acc = acc.shifted(task.block.lo[0] + engine.grid.pad_lo[0], z1)
-    else:
+    elif acc is None:
         acc = engine.new_accumulator(task.block, full_rows)
+    elif (acc.lo, acc.hi) != (fresh := engine.new_box(task.block, full_rows)):
+        raise ValueError(f"internal error: accumulator box {acc.lo}-{acc.hi} is not the block's {fresh}")
     if data is not None:
         engine.run_rows(acc, task.block, task.rows, data)
     return engine.finish(acc, task.block), acc

@@ -11,7 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+
+
+def float_buffer(shape: Sequence[int], device: torch.device | str = "cpu", *, zero: bool = True) -> torch.Tensor:
+    """A float32 tensor for accumulators and results, zeroed unless ``zero=False``.
+
+    On the CPU the memory comes from numpy, which asks the kernel for transparent huge pages on large arrays
+    (torch's allocator does not): faulting in tens of MB in 4 KiB pages cost about 4x the zeroing itself on
+    the benchmark machine (see ``docs/inference.md``, ablation). Elsewhere a plain ``torch.zeros`` /
+    ``torch.empty``.
+    """
+    shape = tuple(int(s) for s in shape)
+    device = torch.device(device)
+    if device.type == "cpu":
+        tensor = torch.from_numpy(np.empty(shape, dtype=np.float32))
+        return tensor.zero_() if zero else tensor
+    return (torch.zeros if zero else torch.empty)(shape, dtype=torch.float32, device=device)
 
 
 class SlabAccumulator:
@@ -24,7 +41,15 @@ class SlabAccumulator:
         device: where the sums live (the compute device).
     """
 
-    def __init__(self, channels: int, lo: Sequence[int], hi: Sequence[int], device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        channels: int,
+        lo: Sequence[int],
+        hi: Sequence[int],
+        device: torch.device | str = "cpu",
+        *,
+        zero: bool = True,
+    ) -> None:
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
         self.lo = tuple(int(v) for v in lo)
@@ -32,8 +57,8 @@ class SlabAccumulator:
         if len(self.lo) != len(self.hi) or any(b <= a for a, b in zip(self.lo, self.hi)):
             raise ValueError(f"empty or mismatched accumulator box lo={self.lo} hi={self.hi}")
         shape = tuple(b - a for a, b in zip(self.lo, self.hi))
-        self.sums = torch.zeros((channels, *shape), dtype=torch.float32, device=device)
-        self.weights = torch.zeros((1, *shape), dtype=torch.float32, device=device)
+        self.sums = float_buffer((channels, *shape), device, zero=zero)
+        self.weights = float_buffer((1, *shape), device, zero=zero)
 
     @property
     def channels(self) -> int:
@@ -63,9 +88,15 @@ class SlabAccumulator:
 
     def shifted(self, lo0: int, hi0: int) -> SlabAccumulator:
         """A new accumulator over ``[lo0, hi0)`` along axis 0 (same trailing box) that keeps the sums of the
-        overlap with this one."""
-        new = SlabAccumulator(self.channels, (lo0, *self.lo[1:]), (hi0, *self.hi[1:]), self.sums.device)
+        overlap with this one (the rest starts at zero)."""
+        new = SlabAccumulator(self.channels, (lo0, *self.lo[1:]), (hi0, *self.hi[1:]), self.sums.device, zero=False)
         a, b = max(lo0, self.lo[0]), min(hi0, self.hi[0])
+        if b <= a:
+            a = b = lo0
+        new.sums[:, b - lo0 :].zero_()  # only what the carried part does not fill
+        new.weights[:, b - lo0 :].zero_()
+        new.sums[:, : a - lo0].zero_()
+        new.weights[:, : a - lo0].zero_()
         if b > a:
             new.sums[:, a - lo0 : b - lo0] = self.sums[:, a - self.lo[0] : b - self.lo[0]]
             new.weights[:, a - lo0 : b - lo0] = self.weights[:, a - self.lo[0] : b - self.lo[0]]
@@ -85,4 +116,5 @@ class SlabAccumulator:
         weights = self.weights[(slice(None), *idx)]
         if bool((weights <= 0).any()):
             raise ValueError("internal error: a voxel of the slab was covered by no window")
-        return self.sums[(slice(None), *idx)] / weights
+        sums = self.sums[(slice(None), *idx)]
+        return torch.div(sums, weights, out=float_buffer(sums.shape, sums.device, zero=False))

@@ -50,8 +50,8 @@ def predict_volume(
     written block by block (by default one chunk deep along axis 0 and at most 2048 voxels along the other
     axes); every window touching a block is run, blended into that block's accumulators only, and each output
     chunk is written once. Windows shared with the next slab of the same column are not rerun: their sums are
-    carried forward. A background thread reads the next block's input while the network runs; another writes
-    finished blocks.
+    carried forward. A background thread reads the next block's input while the network runs; another creates
+    a new store (while the first block computes) and writes finished blocks.
 
     Args:
         network: maps ``(B, 1, *roi)`` to ``(B, C, *roi)`` logits; moved to ``device`` and set to eval mode.
@@ -117,6 +117,7 @@ def predict_volume(
         overwrite=overwrite,
         key=key,
         voxel_size=voxel_size,
+        defer_create=True,
     )
     tasks = plan_tasks(prepared.engine, prepared.blocks, prepared.ledger.done, carry=carry)
     _run(prepared, tasks, progress, stop)
@@ -136,7 +137,7 @@ def _put(q: queue.Queue, item: Any, halt: threading.Event) -> bool:
 def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None, stop: StopFn | None) -> None:
     from mtbio.data.store import mark_complete
 
-    engine, ledger, array = prepared.engine, prepared.ledger, prepared.array
+    engine, ledger = prepared.engine, prepared.ledger
     total = sum(b.num_chunks for b in prepared.blocks)
     done = {"chunks": sum(b.num_chunks for b in prepared.blocks if b.index in ledger.done)}
     halt = threading.Event()
@@ -145,11 +146,12 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
     errors: list[BaseException] = []
 
     def reader() -> None:
+        slabs = engine.slab_reader(prepared.source)  # this thread's: reuses the rows shared by consecutive slabs
         try:
             for task in tasks:
                 if halt.is_set():
                     return
-                if not _put(read_q, (task, engine.read_rows(prepared.source, task.block, task.rows)), halt):
+                if not _put(read_q, (task, engine.read_rows(prepared.source, task.block, task.rows, slabs)), halt):
                     return
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
             _put(read_q, err, halt)
@@ -157,6 +159,15 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
         _put(read_q, _DONE, halt)
 
     def writer() -> None:
+        array = None
+        try:
+            if prepared.create is not None:  # a new store: made here while the first block computes
+                prepared.array = prepared.create()
+                prepared.create = None
+            # every chunk is written whole, once: skip zarr's scan for chunks equal to the fill value
+            array = prepared.array.with_config({"write_empty_chunks": True})
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            errors.append(err)
         while True:
             item = write_q.get()
             if item is _DONE:
@@ -178,16 +189,18 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
         progress(done["chunks"], total)
     acc = None
     try:
-        while True:
+        for task in tasks:
             if stop is not None and stop():
                 break
+            if not task.carry:  # allocate (and zero) the accumulator while the reader is still busy
+                acc = engine.new_accumulator(task.block, engine.block_rows(task.block))
             item = read_q.get()
-            if item is _DONE:
-                break
             if isinstance(item, BaseException):
                 raise item
-            task, data = item
-            values, acc = run_task(engine, task, data, acc if task.carry else None)
+            read_task, data = item
+            if read_task is not task:
+                raise RuntimeError("internal error: the reader and the compute loop disagree on the task order")
+            values, acc = run_task(engine, task, data, acc)
             write_q.put((task.block, values))
             if errors:
                 raise errors[0]

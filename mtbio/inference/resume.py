@@ -101,6 +101,83 @@ def _remove_store(path: Path) -> None:
         raise FileExistsError(f"{path} exists and is not an mtbio prediction store; refusing to delete it")
 
 
+def reserve(path: str | os.PathLike, *, resume: bool, overwrite: bool) -> Path | None:
+    """The checks of :func:`open_or_create` that decide what happens to ``path``, done before any compute.
+
+    Returns:
+        ``None`` when an existing store is to be resumed; otherwise the empty ``.<name>.partial`` folder, created
+        now so that an unwritable location fails at once, which :func:`create_store` fills and renames.
+
+    Raises:
+        FileExistsError: the output exists and neither ``resume`` nor ``overwrite`` was given.
+        ValueError: both flags, or an unwritable location.
+    """
+    if resume and overwrite:
+        raise ValueError("pass either resume=True or overwrite=True, not both")
+    path = Path(path)
+    if path.exists():
+        if resume:
+            return None
+        if not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) or resume=True (--resume)")
+        _remove_store(path)
+    partial = _partial_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir()
+    except OSError as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ValueError(f"{path}: cannot write the prediction store there ({err.strerror or err})") from err
+    return partial
+
+
+def create_store(
+    path: str | os.PathLike,
+    partial: Path,
+    *,
+    identity: Mapping[str, Any],
+    num_blocks: int,
+    create_kwargs: Mapping[str, Any],
+) -> Any:
+    """Build the store in ``partial`` (from :func:`reserve`), write an empty ledger and rename it to ``path``.
+
+    A kill at any point leaves either no store at ``path`` or a complete empty one.
+
+    Returns:
+        The full-resolution zarr array.
+    """
+    from mtbio.data.store import create_prediction_store, open_prediction_store
+
+    path = Path(path)
+    try:
+        create_prediction_store(partial, extra_meta=dict(identity), overwrite=True, **create_kwargs)
+        Ledger(partial, num_blocks).save()
+        os.rename(partial, path)
+    except OSError as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ValueError(f"{path}: cannot write the prediction store there ({err.strerror or err})") from err
+    return open_prediction_store(path, require_complete=False, mode="r+").array
+
+
+def open_existing(path: str | os.PathLike, *, identity: Mapping[str, Any], num_blocks: int) -> tuple[Any, Ledger]:
+    """Open a store to resume: check its identity and read its ledger.
+
+    Raises:
+        ValueError: another model / config / input, or a ledger of another block count.
+    """
+    from mtbio.data.store import open_prediction_store
+
+    path = Path(path)
+    store = open_prediction_store(path, require_complete=False, mode="r+")
+    check_identity(path, store.meta, identity)
+    ledger = Ledger.load(path)
+    if ledger.num_blocks != num_blocks:
+        raise ValueError(f"{path}: cannot resume: ledger has {ledger.num_blocks} blocks, this run {num_blocks}")
+    return store.array, ledger
+
+
 def open_or_create(
     path: str | os.PathLike,
     *,
@@ -110,7 +187,8 @@ def open_or_create(
     num_blocks: int,
     create_kwargs: Mapping[str, Any],
 ) -> tuple[Any, Ledger]:
-    """Open the store at ``path`` for resuming or create it atomically.
+    """Open the store at ``path`` for resuming or create it atomically (:func:`reserve`, then
+    :func:`open_existing` or :func:`create_store`).
 
     Args:
         path: the prediction store folder.
@@ -127,32 +205,8 @@ def open_or_create(
         FileExistsError: the output exists and neither ``resume`` nor ``overwrite`` was given.
         ValueError: a resumed store of another model / config / input, or an unwritable location.
     """
-    from mtbio.data.store import create_prediction_store, open_prediction_store
-
-    if resume and overwrite:
-        raise ValueError("pass either resume=True or overwrite=True, not both")
-    path = Path(path)
-    if path.exists():
-        if resume:
-            store = open_prediction_store(path, require_complete=False, mode="r+")
-            check_identity(path, store.meta, identity)
-            ledger = Ledger.load(path)
-            if ledger.num_blocks != num_blocks:
-                raise ValueError(f"{path}: cannot resume: ledger has {ledger.num_blocks} blocks, this run {num_blocks}")
-            return store.array, ledger
-        if not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) or resume=True (--resume)")
-        _remove_store(path)
-    partial = _partial_path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if partial.exists():
-            shutil.rmtree(partial)
-        create_prediction_store(partial, extra_meta=dict(identity), overwrite=True, **create_kwargs)
-        Ledger(partial, num_blocks).save()
-        os.rename(partial, path)
-    except OSError as err:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise ValueError(f"{path}: cannot write the prediction store there ({err.strerror or err})") from err
-    store = open_prediction_store(path, require_complete=False, mode="r+")
-    return store.array, Ledger(path, num_blocks)
+    partial = reserve(path, resume=resume, overwrite=overwrite)
+    if partial is None:
+        return open_existing(path, identity=identity, num_blocks=num_blocks)
+    array = create_store(path, partial, identity=identity, num_blocks=num_blocks, create_kwargs=create_kwargs)
+    return array, Ledger(path, num_blocks)

@@ -19,7 +19,7 @@ import torch
 from mtbio.inference.blending import Activation, Blend, as_activation, as_blend, importance_map
 from mtbio.inference.engine import Engine, SectionWise
 from mtbio.inference.model_io import model_hash
-from mtbio.inference.resume import Ledger, open_or_create
+from mtbio.inference.resume import Ledger, create_store, open_existing, reserve
 from mtbio.inference.sources import fingerprint, open_source, volume_stats
 from mtbio.inference.windows import Block, WindowGrid, iter_blocks, resolve_block_shape
 
@@ -41,7 +41,12 @@ StopFn = Callable[[], bool]
 
 @dataclass
 class Prepared:
-    """A validated run: the engine, the source, the blocks and the opened store."""
+    """A validated run: the engine, the source, the blocks and the opened store.
+
+    With ``prepare(..., defer_create=True)`` a new store is only reserved: ``array`` is ``None`` until
+    ``create()`` (input fingerprint, store creation and atomic rename) has run, which the caller may do on
+    another thread while the first block computes.
+    """
 
     engine: Engine
     source: Any
@@ -51,6 +56,7 @@ class Prepared:
     array: Any
     ledger: Ledger
     output: str
+    create: Callable[[], Any] | None = None
 
 
 def default_chunks(shape: Sequence[int], section_wise: bool) -> tuple[int, ...]:
@@ -122,8 +128,13 @@ def prepare(
     overwrite: bool,
     key: str | None,
     voxel_size: Sequence[float] | None = None,
+    defer_create: bool = False,
 ) -> Prepared:
-    """Validate the arguments of ``predict_volume`` and open or create the store (see there)."""
+    """Validate the arguments of ``predict_volume`` and open or create the store (see there).
+
+    ``defer_create``: a new store is reserved (existence and writability checked, the partial folder made) but
+    created by ``Prepared.create`` (see :class:`Prepared`); a resumed store is always opened here.
+    """
     from mtbio.data.store import PROBABILITY_DTYPES
 
     if not isinstance(network, torch.nn.Module):
@@ -217,7 +228,6 @@ def prepare(
         "normalize": norm_name,
         "section_wise": section_wise,
     }
-    identity = {"model_hash": model_hash(network), "config": config, "source": fingerprint(array, source_path)}
     create_kwargs = {
         "spatial_shape": shape,
         "num_channels": channels,
@@ -226,14 +236,22 @@ def prepare(
         "voxel_size": voxel_size,
         "activation": None if act is None else act.value,
     }
-    out_array, ledger = open_or_create(
-        output,
-        resume=resume,
-        overwrite=overwrite,
-        identity=identity,
-        num_blocks=len(blocks),
-        create_kwargs=create_kwargs,
-    )
+
+    def identity() -> dict[str, Any]:
+        return {"model_hash": model_hash(network), "config": config, "source": fingerprint(array, source_path)}
+
+    partial = reserve(output, resume=resume, overwrite=overwrite)
+    if partial is None:
+        out_array, ledger = open_existing(output, identity=identity(), num_blocks=len(blocks))
+        return Prepared(engine, array, source_path, key, blocks, out_array, ledger, os.fspath(output))
+
+    def create() -> Any:
+        return create_store(output, partial, identity=identity(), num_blocks=len(blocks), create_kwargs=create_kwargs)
+
+    ledger = Ledger(output, len(blocks))
+    if defer_create:
+        return Prepared(engine, array, source_path, key, blocks, None, ledger, os.fspath(output), create)
+    out_array = create()
     return Prepared(engine, array, source_path, key, blocks, out_array, ledger, os.fspath(output))
 
 

@@ -14,7 +14,10 @@ from tests.bundles._run import BUNDLES, REPO, run_workflow, tiny
 @pytest.fixture(autouse=True)
 def _repo_root(monkeypatch):
     monkeypatch.chdir(REPO)  # the bundles' commands run from the repository root
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)  # leave the process as found (later tests compare against 2-thread children)
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

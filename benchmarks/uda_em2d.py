@@ -8,14 +8,18 @@ Protocol (DA-ISC / MaskTwins "subset 1" on the sections this data folder holds):
 * target test: Lucchi++ ``Train_In`` / ``Train_Out`` (the EPFL *testing* volume) from ``--eval-data``
   (default ``DATA/lucchi_pp``), scored with :func:`mtbio.metrics.em_metrics` (per-section mAP, F1, MCC, IoU).
 
-Every strategy gets the same iterations, the same initial weights and the same source crop sequence per seed,
-and is evaluated through its EMA teacher at the last iteration (no checkpoint selection on target labels).
+Every seed first trains one source-only network for ``--pretrain`` iterations (default 800; its own crop
+sequence); every strategy of that seed, source-only included, then starts from those weights (student and teacher)
+and trains ``--iters`` more iterations (default 800) with the same source crop sequence, and is evaluated through
+its EMA teacher at the last iteration (no checkpoint selection on target labels). Self-training from scratch
+collapsed to background on some seeds (the early teacher labels almost no target voxel foreground; docs/uda.md).
 Intensities are z-scored per section; the pixel sizes (VNC 4.6 nm vs Lucchi 5 nm in-plane, ~8 %) are not
 resampled.
 
 Writes ``OUT/results.json`` ({strategy: [{"seed", "mAP", "F1", "MCC", "IoU", "sec_per_iter"}, ...]}, updated
 after every run, so an interrupted benchmark resumes where it stopped), ``OUT/results.md`` (mean ± sample std),
-``OUT/config.json`` (arguments, UDA config, git hash) and ``OUT/checkpoints/<strategy>_seed<k>.pt``.
+``OUT/config.json`` (arguments, UDA config, git hash), ``OUT/checkpoints/<strategy>_seed<k>.pt`` and the shared
+source-only starting points ``OUT/pretrain/seed<k>.pt``.
 
 Examples::
 
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_STRATEGIES = ("source_only", "mean_teacher", "mic", "random_pair", "masktwins", "oracle")
+PRETRAIN_SEED_OFFSET = 10_000
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -50,9 +55,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (FIRST .. FIRST+N-1)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (to split seeds over processes/machines)")
     p.add_argument("--iters", type=int, default=800, help="iterations per run (6 x 3 runs in about 1 h on 2 cores)")
+    p.add_argument(
+        "--pretrain",
+        type=int,
+        default=800,
+        help="source-only iterations per seed; every strategy starts from those weights (0 = from scratch)",
+    )
     p.add_argument("--crop", type=int, default=192)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--network", default="unet", help="mtbio.networks name (unet: 5 levels, 2 residual units)")
+    p.add_argument(
+        "--norm", default="batch", choices=("batch", "instance"), help="normalisation layers (instance: affine)"
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--block-size", type=int, default=32, help="mask block size b in pixels")
     p.add_argument("--tau", type=float, default=0.968)
@@ -61,6 +75,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lambda-cm", type=float, default=0.01)
     p.add_argument("--consistency", default="probabilities", choices=("logits", "probabilities"))
     p.add_argument("--pl-weighting", default="image", choices=("image", "pixel", "none"))
+    p.add_argument("--dice-weight", type=float, default=0.0, help="soft Dice added to the source CE")
+    p.add_argument("--pl-dice-weight", type=float, default=0.0, help="soft Dice added to every pseudo-label CE")
+    p.add_argument("--pl-class-balance", default="none", choices=("none", "equal", "source_prior"))
+    p.add_argument("--rampup", type=int, default=None, help="ramp-up iterations of the target terms (default iters/2)")
+    p.add_argument(
+        "--target-bn-stats", default="on", choices=("on", "off"), help="target views update BatchNorm running stats"
+    )
     p.add_argument("--alpha", type=float, default=None, help="EMA decay (default 1 - 10/iters clipped to [.99,.999])")
     p.add_argument("--eval-sections", type=int, default=None, help="score only the first N test sections")
     p.add_argument("--eval-roi", type=int, default=384, help="sliding-window size at evaluation")
@@ -158,6 +179,11 @@ def run(args: argparse.Namespace) -> int:
         lambda_cm=args.lambda_cm,
         consistency=args.consistency,
         pl_weighting=args.pl_weighting,
+        dice_weight=args.dice_weight,
+        pl_dice_weight=args.pl_dice_weight,
+        pl_class_balance=args.pl_class_balance,
+        rampup_iterations=args.rampup,
+        target_bn_stats=args.target_bn_stats == "on",
         alpha=args.alpha,
     )
     config = {
@@ -170,10 +196,13 @@ def run(args: argparse.Namespace) -> int:
         "torch": torch.__version__,
     }
     for seed in range(args.first_seed, args.first_seed + args.seeds):
+        init_state = None
         for strategy in strategies:
             if any(r["seed"] == seed for r in results.get(strategy, [])):
                 print(f"[skip] {strategy} seed {seed}: already in results.json", flush=True)
                 continue
+            if args.pretrain > 0 and init_state is None:
+                init_state = _pretrained(args, src, tgt, seed)
             cfg = UDAConfig(strategy=strategy, **base)
             trainer = build_trainer(
                 config=cfg,
@@ -185,13 +214,16 @@ def run(args: argparse.Namespace) -> int:
                 crop_size=(args.crop, args.crop),
                 batch_size=args.batch,
                 network=args.network,
+                network_kwargs=_network_kwargs(args),
                 lr=args.lr,
                 seed=seed,
                 device=args.device,
+                init_state=init_state,
             )
             _attach_progress(trainer, strategy, seed, args.log_every)
             sec = timed_fit(trainer)
             meta = {"strategy": strategy, "seed": seed, "network": args.network, "spatial_dims": 2}
+            meta["network_kwargs"] = _network_kwargs(args)
             meta["config"] = cfg.to_dict()
             save_weights(trainer, args.out / "checkpoints" / f"{strategy}_seed{seed}.pt", meta)
             t0 = time.perf_counter()
@@ -203,6 +235,48 @@ def run(args: argparse.Namespace) -> int:
     _write_outputs(args.out, results, config)
     print((args.out / "results.md").read_text())
     return 0
+
+
+def _pretrained(args: argparse.Namespace, src: Any, tgt: Any, seed: int) -> dict[str, Any]:
+    """The source-only network of ``seed`` after ``--pretrain`` iterations (its EMA teacher's weights), trained
+    once per seed with crop seed ``PRETRAIN_SEED_OFFSET + seed`` and cached as ``OUT/pretrain/seed<k>.pt``."""
+    import torch
+
+    from mtbio.uda.config import UDAConfig
+    from mtbio.uda.experiment import build_trainer, save_weights, timed_fit
+
+    path = args.out / "pretrain" / f"seed{seed}.pt"  # outside checkpoints/, which --eval-only scores
+    if path.exists():
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        if payload["meta"].get("iterations") == args.pretrain:
+            print(f"[pretrain] seed {seed}: reusing {path}", flush=True)
+            return payload["teacher"]
+    cfg = UDAConfig(strategy="source_only")
+    trainer = build_trainer(
+        config=cfg,
+        iterations=args.pretrain,
+        source_image=src.image,
+        source_label=src.label,
+        crop_size=(args.crop, args.crop),
+        batch_size=args.batch,
+        network=args.network,
+        network_kwargs=_network_kwargs(args),
+        lr=args.lr,
+        seed=PRETRAIN_SEED_OFFSET + seed,
+        device=args.device,
+    )
+    _attach_progress(trainer, "pretrain", seed, args.log_every)
+    sec = timed_fit(trainer)
+    meta = {"strategy": "source_only", "seed": seed, "network": args.network, "spatial_dims": 2}
+    meta.update(network_kwargs=_network_kwargs(args), iterations=args.pretrain, sec_per_iter=sec)
+    save_weights(trainer, path, meta)
+    print(f"[pretrain] seed {seed}: {args.pretrain} iterations, {sec:.3f} s/iter", flush=True)
+    return {k: v.detach().clone() for k, v in trainer.teacher.module.state_dict().items()}
+
+
+def _network_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Constructor overrides of the network: its normalisation layers."""
+    return {"norm": ("instance", {"affine": True})} if args.norm == "instance" else {"norm": "batch"}
 
 
 def _attach_progress(trainer: Any, strategy: str, seed: int, every: int) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from mtbio.uda.losses import ConsistencyForm
 from mtbio.uda.strategy import Strategy, strategy_spec
 
-__all__ = ["ConsistencyForm", "PseudoLabelWeighting", "StrongAugment", "UDAConfig", "ema_alpha_for"]
+__all__ = ["ClassBalance", "ConsistencyForm", "PseudoLabelWeighting", "StrongAugment", "UDAConfig", "ema_alpha_for"]
 
 
 class PseudoLabelWeighting(enum.StrEnum):
@@ -25,6 +25,22 @@ class PseudoLabelWeighting(enum.StrEnum):
     PIXEL = "pixel"
     IMAGE = "image"
     NONE = "none"
+
+
+class ClassBalance(enum.StrEnum):
+    """How the pseudo-label loss shares its weight between background and foreground (on top of
+    :class:`PseudoLabelWeighting`).
+
+    ``NONE``: as the pseudo-labels fall (argmax counts).
+    ``EQUAL``: both classes carry the same total weight per batch.
+    ``SOURCE_PRIOR``: the classes carry the shares of the source batch's label frequencies (CBST-style
+    class-prior matching: a teacher that drifts towards one class is pulled back to the source's proportions),
+    each class factor clamped to ``[1/10, 10]``.
+    """
+
+    NONE = "none"
+    EQUAL = "equal"
+    SOURCE_PRIOR = "source_prior"
 
 
 @dataclass
@@ -93,6 +109,9 @@ class UDAConfig:
             the paper uses 64 px on natural-image crops of 512-1024 px; 32 px suits 192 px EM crops.
         pl_weighting: pseudo-label weighting (:class:`PseudoLabelWeighting`).
         dice_weight: weight of a soft Dice loss added to the supervised cross-entropy (0 = CE only).
+        pl_dice_weight: weight of a (voxel-weighted) soft Dice loss of the foreground added to every pseudo-label
+            cross-entropy (0 = CE only).
+        pl_class_balance: how the pseudo-label loss's weight is shared between the classes (:class:`ClassBalance`).
         augment: strong intensity augmentation of the student's target views.
         alpha: EMA decay alpha of the teacher (paper 0.999); ``None`` = :func:`ema_alpha_for` the run length.
         target_bn_stats: let the student's forward pass on the (masked) target views update BatchNorm running
@@ -118,6 +137,8 @@ class UDAConfig:
     block_size: int | tuple[int, ...] = 32
     pl_weighting: PseudoLabelWeighting = PseudoLabelWeighting.IMAGE
     dice_weight: float = 0.0
+    pl_dice_weight: float = 0.0
+    pl_class_balance: ClassBalance = ClassBalance.NONE
     augment: StrongAugment = field(default_factory=StrongAugment)
     alpha: float | None = None
     target_bn_stats: bool = True
@@ -139,6 +160,13 @@ class UDAConfig:
                 f"{', '.join(w.value for w in PseudoLabelWeighting)}"
             ) from None
         try:
+            self.pl_class_balance = ClassBalance(self.pl_class_balance)
+        except ValueError:
+            raise ValueError(
+                f"unknown pl_class_balance {self.pl_class_balance!r}; choose one of "
+                f"{', '.join(c.value for c in ClassBalance)}"
+            ) from None
+        try:
             self.consistency = ConsistencyForm(self.consistency)
         except ValueError:
             raise ValueError(
@@ -148,10 +176,10 @@ class UDAConfig:
             self.augment = StrongAugment(**self.augment)
         if not 0.0 <= self.tau <= 1.0:
             raise ValueError(f"tau must be in [0, 1], got {self.tau}")
-        if min(self.lambda_pl, self.lambda_st, self.lambda_cm, self.dice_weight) < 0:
+        if min(self.lambda_pl, self.lambda_st, self.lambda_cm, self.dice_weight, self.pl_dice_weight) < 0:
             raise ValueError(
-                f"lambda_pl, lambda_st, lambda_cm and dice_weight must be >= 0, got {self.lambda_pl}, "
-                f"{self.lambda_st}, {self.lambda_cm}, {self.dice_weight}"
+                f"lambda_pl, lambda_st, lambda_cm, dice_weight and pl_dice_weight must be >= 0, got {self.lambda_pl}, "
+                f"{self.lambda_st}, {self.lambda_cm}, {self.dice_weight}, {self.pl_dice_weight}"
             )
         if self.mask_ratio is not None and not 0.0 <= self.mask_ratio <= 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1] or None, got {self.mask_ratio}")
@@ -192,6 +220,7 @@ class UDAConfig:
         d["strategy"] = self.strategy.value
         d["pl_weighting"] = self.pl_weighting.value
         d["consistency"] = self.consistency.value
+        d["pl_class_balance"] = self.pl_class_balance.value
         if isinstance(self.block_size, tuple):
             d["block_size"] = list(self.block_size)
         return d

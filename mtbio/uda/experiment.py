@@ -58,6 +58,7 @@ def build_trainer(
     in_memory: bool = True,
     source_accept: Callable[[np.ndarray], bool] | None = None,
     distributed: bool = False,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> UDATrainer:
     """A :class:`UDATrainer` with crop samplers over (Z, Y, X) volumes (or lists of volumes).
 
@@ -68,7 +69,9 @@ def build_trainer(
 
     ``network`` is a name for :func:`mtbio.networks.get_network` (with ``network_kwargs``) or a module (e.g. a
     bundle's ``network_def``), which is deep-copied and re-initialised from ``seed`` (:func:`seeded_copy`).
-    ``distributed`` is passed to :class:`UDATrainer` (multi-process data parallel training).
+    ``distributed`` is passed to :class:`UDATrainer` (multi-process data parallel training). ``init_state`` (a
+    ``state_dict``, e.g. of a source-pretrained network) is loaded into the network before the teacher is made
+    from it, so student and teacher both start from it.
     """
     spec = strategy_spec(config.strategy)
     spatial_dims = len(tuple(crop_size))
@@ -105,6 +108,8 @@ def build_trainer(
     else:
         torch.manual_seed(seed)
         net = get_network(network, spatial_dims, **dict(network_kwargs or {}))
+    if init_state is not None:
+        net.load_state_dict(init_state)
     return UDATrainer(
         student=net,
         config=config,

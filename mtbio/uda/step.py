@@ -15,8 +15,8 @@ import torch.nn as nn
 
 from mtbio.masking import apply_mask, complementary_masks, random_mask, random_pair
 from mtbio.uda.augment import strong_augment
-from mtbio.uda.config import UDAConfig
-from mtbio.uda.losses import consistency_loss, supervised_loss, weighted_ce
+from mtbio.uda.config import ClassBalance, UDAConfig
+from mtbio.uda.losses import class_balance_weights, consistency_loss, pseudo_label_loss, supervised_loss
 from mtbio.uda.pseudo_labels import pseudo_labels
 from mtbio.uda.strategy import MaskKind, strategy_spec
 
@@ -32,7 +32,7 @@ class StepOutput:
         logs: detached 0-d tensors: ``loss`` and, depending on the strategy, ``loss_sup`` (source),
             ``loss_sup_target`` (oracle), ``loss_pl``, ``loss_st`` (unmasked view of a masked strategy), ``loss_cm``,
             ``teacher_confidence`` (fraction of target voxels with teacher confidence >= tau), ``pl_weight`` (mean
-            pseudo-label weight) and
+            pseudo-label weight), ``pl_foreground`` (fraction of voxels pseudo-labelled foreground) and
             ``view_agreement`` (fraction of voxels where the two masked views' argmax agree).
     """
 
@@ -152,21 +152,30 @@ def uda_step(
         with torch.no_grad():
             t_logits = teacher(tgt)
         labels, weights, confident = pseudo_labels(t_logits, config.tau, config.pl_weighting)
+        if config.pl_class_balance is ClassBalance.EQUAL:
+            weights = class_balance_weights(labels, weights, t_logits.shape[1])
+        elif config.pl_class_balance is ClassBalance.SOURCE_PRIOR:
+            src_label = _require(batch, "source_label", f"pl_class_balance={config.pl_class_balance.value}")
+            prior = torch.stack([(src_label == c).float().mean() for c in range(t_logits.shape[1])])
+            weights = class_balance_weights(labels, weights, t_logits.shape[1], prior=prior, max_factor=10.0)
         with_st = spec.mask is not MaskKind.NONE and config.lambda_st > 0
         views, _ = target_views(tgt, config, generator, unmasked=with_st)
         with _frozen_bn_stats(student, not config.target_bn_stats):
             out = student(torch.cat(views, dim=0))
         chunks = out.chunk(len(views), dim=0)
         if with_st:  # the plain self-training loss on the unmasked strong view, then the masked views
-            l_st = weighted_ce(chunks[0], labels, weights)
+            l_st = pseudo_label_loss(chunks[0], labels, weights, dice_weight=config.pl_dice_weight)
             terms.append(target_weight * config.lambda_st * l_st)
             logs["loss_st"] = l_st.detach()
             chunks = chunks[1:]
-        l_pl = torch.stack([weighted_ce(c, labels, weights) for c in chunks]).mean()
+        l_pl = torch.stack(
+            [pseudo_label_loss(c, labels, weights, dice_weight=config.pl_dice_weight) for c in chunks]
+        ).mean()
         terms.append(target_weight * config.lambda_pl * l_pl)
         logs["loss_pl"] = l_pl.detach()
         logs["teacher_confidence"] = confident.float().mean().detach()
         logs["pl_weight"] = weights.mean().detach()
+        logs["pl_foreground"] = (labels == 1).float().mean().detach()
         if spec.consistency:
             l_cm = consistency_loss(chunks[0], chunks[1], config.consistency)
             terms.append(target_weight * config.lambda_cm * l_cm)

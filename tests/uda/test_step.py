@@ -210,3 +210,24 @@ def test_consistency_form_reaches_the_step_loss():
     assert not torch.allclose(lo.logs["loss_cm"], pr.logs["loss_cm"])
     with pytest.raises(ValueError, match="consistency"):
         UDAConfig(consistency="kl")
+
+
+def test_source_prior_class_balance_reaches_the_pseudo_label_loss():
+    from mtbio.uda.config import ClassBalance
+
+    student, teacher = _nets()
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "source_image": torch.randn(2, 1, 32, 32, generator=g),
+        "source_label": (torch.rand(2, 1, 32, 32, generator=g) > 0.7).long(),
+        "target_image": torch.randn(2, 1, 32, 32, generator=g),
+    }
+    losses = {}
+    for balance in ClassBalance:
+        cfg = UDAConfig(strategy=Strategy.MEAN_TEACHER, tau=0.0, pl_class_balance=balance)
+        out = uda_step(student, teacher, batch, cfg, torch.Generator().manual_seed(2))
+        losses[balance] = out.logs["loss_pl"].item()
+        assert torch.isfinite(out.loss)
+    assert len({round(v, 6) for v in losses.values()}) == 3
+    with pytest.raises(ValueError, match="pl_class_balance"):
+        UDAConfig(pl_class_balance="bogus")

@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mtbio.data.sources import load_split
     from mtbio.uda.config import UDAConfig
-    from mtbio.uda.experiment import build_trainer, git_hash, save_weights, timed_fit
+    from mtbio.uda.experiment import git_hash, save_weights, timed_fit
 
     torch.set_num_threads(args.threads)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -204,22 +204,7 @@ def run(args: argparse.Namespace) -> int:
             if args.pretrain > 0 and init_state is None:
                 init_state = _pretrained(args, src, tgt, seed)
             cfg = UDAConfig(strategy=strategy, **base)
-            trainer = build_trainer(
-                config=cfg,
-                iterations=args.iters,
-                source_image=src.image,
-                source_label=src.label,
-                target_image=tgt.image,
-                target_label=tgt.label,
-                crop_size=(args.crop, args.crop),
-                batch_size=args.batch,
-                network=args.network,
-                network_kwargs=_network_kwargs(args),
-                lr=args.lr,
-                seed=seed,
-                device=args.device,
-                init_state=init_state,
-            )
+            trainer = _trainer(args, cfg, args.iters, seed, src, tgt, init_state)
             _attach_progress(trainer, strategy, seed, args.log_every)
             sec = timed_fit(trainer)
             meta = {"strategy": strategy, "seed": seed, "network": args.network, "spatial_dims": 2}
@@ -237,13 +222,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trainer(
+    args: argparse.Namespace,
+    cfg: Any,
+    iterations: int,
+    seed: int,
+    src: Any,
+    tgt: Any,
+    init_state: dict[str, Any] | None = None,
+) -> Any:
+    """The benchmark's :func:`build_trainer` call (crops, batch, network, lr and device from ``args``)."""
+    from mtbio.uda.experiment import build_trainer
+
+    return build_trainer(
+        config=cfg,
+        iterations=iterations,
+        source_image=src.image,
+        source_label=src.label,
+        target_image=tgt.image,
+        target_label=tgt.label,
+        crop_size=(args.crop, args.crop),
+        batch_size=args.batch,
+        network=args.network,
+        network_kwargs=_network_kwargs(args),
+        lr=args.lr,
+        seed=seed,
+        device=args.device,
+        init_state=init_state,
+    )
+
+
 def _pretrained(args: argparse.Namespace, src: Any, tgt: Any, seed: int) -> dict[str, Any]:
     """The source-only network of ``seed`` after ``--pretrain`` iterations (its EMA teacher's weights), trained
     once per seed with crop seed ``PRETRAIN_SEED_OFFSET + seed`` and cached as ``OUT/pretrain/seed<k>.pt``."""
     import torch
 
     from mtbio.uda.config import UDAConfig
-    from mtbio.uda.experiment import build_trainer, save_weights, timed_fit
+    from mtbio.uda.experiment import save_weights, timed_fit
 
     path = args.out / "pretrain" / f"seed{seed}.pt"  # outside checkpoints/, which --eval-only scores
     if path.exists():
@@ -251,20 +266,7 @@ def _pretrained(args: argparse.Namespace, src: Any, tgt: Any, seed: int) -> dict
         if payload["meta"].get("iterations") == args.pretrain:
             print(f"[pretrain] seed {seed}: reusing {path}", flush=True)
             return payload["teacher"]
-    cfg = UDAConfig(strategy="source_only")
-    trainer = build_trainer(
-        config=cfg,
-        iterations=args.pretrain,
-        source_image=src.image,
-        source_label=src.label,
-        crop_size=(args.crop, args.crop),
-        batch_size=args.batch,
-        network=args.network,
-        network_kwargs=_network_kwargs(args),
-        lr=args.lr,
-        seed=PRETRAIN_SEED_OFFSET + seed,
-        device=args.device,
-    )
+    trainer = _trainer(args, UDAConfig(strategy="source_only"), args.pretrain, PRETRAIN_SEED_OFFSET + seed, src, tgt)
     _attach_progress(trainer, "pretrain", seed, args.log_every)
     sec = timed_fit(trainer)
     meta = {"strategy": "source_only", "seed": seed, "network": args.network, "spatial_dims": 2}

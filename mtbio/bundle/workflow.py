@@ -90,6 +90,7 @@ def train(
     distributed: bool = False,
     stop_after: int | None = None,
     in_memory: bool = True,
+    pretrain_iterations: int = 0,
 ) -> dict[str, Path]:
     """Train ``network`` once per strategy (same seed, initial weights and source crops), resumably.
 
@@ -97,6 +98,10 @@ def train(
     is kept as is; an interrupted one resumes from its newest checkpoint (same iteration, student, teacher,
     optimizer; the crops, masks and augmentations of iteration ``i`` are functions of ``(seed, i)``), so the
     result equals an uninterrupted run.
+
+    With ``pretrain_iterations > 0`` a source-only network is first trained for that many iterations (run
+    ``output_dir/pretrain``, weights ``models_dir/pretrain.pt``, its own crop sequence, seed ``seed + 10000``), and
+    every strategy starts from its EMA weights (student and teacher) instead of a random initialisation.
 
     Args:
         network: the bundle's ``network_def``, (B, 1, *crop) -> (B, 2, *crop) logits; copied and re-initialised
@@ -121,106 +126,168 @@ def train(
             sharded by rank, gradients averaged (DDP), checkpoints / logs / weights written by rank 0.
         stop_after: end this invocation after iteration N (a time-boxed job); the next call resumes.
         in_memory: read the volumes into memory once (fast for small data; ``False`` slices lazily).
+        pretrain_iterations: source-only iterations every strategy starts from (0 = from scratch).
 
     Returns:
         strategy -> final weights file (only the strategies that finished).
     """
-    from ignite.engine import Events
-
-    from mtbio.uda.experiment import build_trainer, git_hash, save_weights, write_json_atomic
-    from mtbio.uda.trainer import attach_checkpointing, latest_checkpoint, load_checkpoint
-
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if not strategies:
         raise ValueError("strategies is empty")
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1 or None, got {stop_after}")
-    logger = logging.getLogger(LOGGER)
-    rank = _rank()
+    if pretrain_iterations < 0:
+        raise ValueError(f"pretrain_iterations must be >= 0, got {pretrain_iterations}")
     output_dir, models_dir = Path(output_dir), Path(models_dir)
-    interval = int(checkpoint_interval or max(1, iterations // 10))
+    common = dict(
+        network=network,
+        data=data,
+        crop_size=tuple(int(c) for c in crop_size),
+        output_dir=output_dir,
+        models_dir=models_dir,
+        batch_size=batch_size,
+        lr=lr,
+        checkpoint_interval=checkpoint_interval,
+        n_saved=n_saved,
+        log_interval=log_interval,
+        device=device,
+        distributed=distributed,
+        stop_after=stop_after,
+        in_memory=in_memory,
+    )
+    init_state = None
+    if pretrain_iterations > 0:
+        pretrained = _train_one(
+            "pretrain", _uda_config(uda, "source_only"), pretrain_iterations, seed + PRETRAIN_SEED_OFFSET, **common
+        )
+        if pretrained is None:  # stopped early (stop_after): the next call resumes the pre-training
+            return {}
+        init_state = torch.load(pretrained, map_location="cpu", weights_only=False)["teacher"]
     finished: dict[str, Path] = {}
     for strategy in strategies:
         config = _uda_config(uda, strategy)
-        name = config.strategy.value
-        run_dir = output_dir / name
-        weights = models_dir / f"{name}.pt"
-        checkpoint = latest_checkpoint(run_dir)
-        done_at = int(checkpoint.stem.rsplit("=", 1)[1]) if checkpoint is not None else 0
-        if weights.is_file() and done_at >= iterations:
-            logger.info(f"{name}: already trained ({weights}); delete {run_dir} and {weights} to retrain")
-            finished[name] = weights
-            continue
-        trainer = build_trainer(
-            config=config,
-            iterations=iterations,
-            source_image=data.source_image,
-            source_label=data.source_label,
-            target_image=data.target_image,
-            target_label=data.target_label,
-            crop_size=tuple(int(c) for c in crop_size),
-            batch_size=batch_size,
-            network=network,
-            lr=lr,
-            seed=seed,
-            device=device,
-            in_memory=in_memory,
-            distributed=distributed,
-        )
-        meta = {
-            "strategy": name,
-            "seed": int(seed),
-            "network": type(network).__name__,
-            "spatial_dims": len(tuple(crop_size)),
-            "crop": [int(c) for c in crop_size],
-            "config": config.to_dict(),
-        }
-        if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            resolved = {
-                **meta,
-                "iterations": int(iterations),
-                "batch_size": int(batch_size),
-                "lr": float(lr),
-                "data": data.description,
-                "voxel_size": data.voxel_size,
-                "world_size": trainer.world_size,
-                "device": str(device),
-                "argv": sys.argv,
-                "resumed_from": None if checkpoint is None else str(checkpoint),
-                "versions": _versions(),
-                "git": git_hash(),
-            }
-            write_json_atomic(run_dir / "config.json", resolved)
-            _attach_logging(trainer, run_dir, max(1, int(log_interval)))
-        else:  # one console log per run
-            trainer.logger.setLevel(logging.WARNING)
-        # on every rank: ignite's saver writes on rank 0 only, and its set-up is collective under torch.distributed
-        attach_checkpointing(trainer, run_dir, interval, n_saved=n_saved)
-        if checkpoint is not None:
-            load_checkpoint(trainer, checkpoint)
-            logger.info(f"{name}: resuming from {checkpoint}")
-        if stop_after is not None and stop_after < iterations:
-            trainer.add_event_handler(Events.ITERATION_COMPLETED(once=int(stop_after)), lambda e: e.terminate())
-        t0 = time.perf_counter()
-        state = trainer.fit()
-        seconds = time.perf_counter() - t0
-        if state.iteration < iterations:
-            logger.info(f"{name}: stopped at iteration {state.iteration} of {iterations}; run again to resume")
-            continue
-        if rank == 0:
-            save_weights(trainer, weights, meta)
-            logger.info(f"{name}: {iterations} iterations in {seconds:.0f} s -> {weights}")
-        finished[name] = weights
+        weights = _train_one(config.strategy.value, config, iterations, seed, init_state=init_state, **common)
+        if weights is not None:
+            finished[config.strategy.value] = weights
     chosen = list(finished)[-1] if export is None and finished else export
-    if rank == 0 and chosen in finished:
+    if _rank() == 0 and chosen in finished:
         shutil.copyfile(finished[chosen], models_dir / "model.pt")
     if distributed:
         import torch.distributed as dist
 
         dist.barrier()
     return finished
+
+
+PRETRAIN_SEED_OFFSET = 10_000
+
+
+def _train_one(
+    name: str,
+    config: Any,
+    iterations: int,
+    seed: int,
+    *,
+    network: torch.nn.Module,
+    data: DomainPair,
+    crop_size: tuple[int, ...],
+    output_dir: Path,
+    models_dir: Path,
+    batch_size: int,
+    lr: float,
+    checkpoint_interval: int | None,
+    n_saved: int,
+    log_interval: int,
+    device: str | torch.device,
+    distributed: bool,
+    stop_after: int | None,
+    in_memory: bool,
+    init_state: Mapping[str, torch.Tensor] | None = None,
+) -> Path | None:
+    """One resumable run ``output_dir/<name>`` -> ``models_dir/<name>.pt`` (``None`` when stopped early)."""
+    from ignite.engine import Events
+
+    from mtbio.uda.experiment import build_trainer, git_hash, save_weights, write_json_atomic
+    from mtbio.uda.trainer import attach_checkpointing, latest_checkpoint, load_checkpoint
+
+    logger = logging.getLogger(LOGGER)
+    rank = _rank()
+    interval = int(checkpoint_interval or max(1, iterations // 10))
+    run_dir = output_dir / name
+    weights = models_dir / f"{name}.pt"
+    checkpoint = latest_checkpoint(run_dir)
+    done_at = int(checkpoint.stem.rsplit("=", 1)[1]) if checkpoint is not None else 0
+    if weights.is_file() and done_at >= iterations:
+        logger.info(f"{name}: already trained ({weights}); delete {run_dir} and {weights} to retrain")
+        return weights
+    trainer = build_trainer(
+        config=config,
+        iterations=iterations,
+        source_image=data.source_image,
+        source_label=data.source_label,
+        target_image=data.target_image,
+        target_label=data.target_label,
+        crop_size=crop_size,
+        batch_size=batch_size,
+        network=network,
+        lr=lr,
+        seed=seed,
+        device=device,
+        in_memory=in_memory,
+        distributed=distributed,
+        init_state=init_state,
+    )
+    meta = {
+        "strategy": config.strategy.value,
+        "seed": int(seed),
+        "network": type(network).__name__,
+        "spatial_dims": len(crop_size),
+        "crop": [int(c) for c in crop_size],
+        "config": config.to_dict(),
+        "pretrained": init_state is not None,
+    }
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = {
+            **meta,
+            "iterations": int(iterations),
+            "batch_size": int(batch_size),
+            "lr": float(lr),
+            "data": data.description,
+            "voxel_size": data.voxel_size,
+            "world_size": trainer.world_size,
+            "device": str(device),
+            "argv": sys.argv,
+            "resumed_from": None if checkpoint is None else str(checkpoint),
+            "versions": _versions(),
+            "git": git_hash(),
+        }
+        write_json_atomic(run_dir / "config.json", resolved)
+        _attach_logging(trainer, run_dir, max(1, int(log_interval)))
+    else:  # one console log per run
+        trainer.logger.setLevel(logging.WARNING)
+    # on every rank: ignite's saver writes on rank 0 only, and its set-up is collective under torch.distributed
+    attach_checkpointing(trainer, run_dir, interval, n_saved=n_saved)
+    if checkpoint is not None:
+        load_checkpoint(trainer, checkpoint)
+        logger.info(f"{name}: resuming from {checkpoint}")
+    if stop_after is not None and stop_after < iterations:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=int(stop_after)), lambda e: e.terminate())
+    t0 = time.perf_counter()
+    state = trainer.fit()
+    seconds = time.perf_counter() - t0
+    if state.iteration < iterations:
+        logger.info(f"{name}: stopped at iteration {state.iteration} of {iterations}; run again to resume")
+        return None
+    if rank == 0:
+        save_weights(trainer, weights, meta)
+        logger.info(f"{name}: {iterations} iterations in {seconds:.0f} s -> {weights}")
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank reads the weights rank 0 just wrote
+    return weights
 
 
 def _as_volume(image: Any, what: str) -> Any:

@@ -65,6 +65,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--save-every", type=int, default=None, help="checkpoint every N iterations (default iters/10)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument(
+        "--init-weights",
+        type=Path,
+        help="start student and teacher from the EMA weights of an earlier run's final.pt (e.g. a source-only run: "
+        "self-training from scratch can collapse on real data, docs/uda.md); same --network needed",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run)
@@ -120,6 +126,22 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def _init_state(path: Path, network: str) -> dict[str, Any]:
+    """The teacher weights of a ``final.pt`` written by ``mtbio train`` (or any :func:`save_weights` file)."""
+    import torch
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-weights: {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        state, meta = payload["teacher"], payload.get("meta", {})
+    except Exception as err:  # not a torch file, or not ours
+        raise ValueError(f"--init-weights: {path} is not a weights file of mtbio train ({err})") from err
+    if meta.get("network") not in (None, network):
+        raise ValueError(f"--init-weights: {path} holds a {meta['network']!r} network, this run builds {network!r}")
+    return state
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -165,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--resume: no checkpoint_iteration=N.pt in {out}")
     elif out.exists() and any(out.glob("checkpoint_*.pt")):
         raise FileExistsError(f"{out} already holds checkpoints: pass --resume to continue or choose another --out")
+    init_state = _init_state(args.init_weights, args.network) if args.init_weights is not None else None
     trainer = build_trainer(
         config=cfg,
         iterations=args.iters,
@@ -179,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         in_memory=False,
+        init_state=init_state,
     )
     out.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -189,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         "crop": list(crop),
         "config": cfg.to_dict(),
         "git": git_hash(),
+        "init_weights": None if args.init_weights is None else str(args.init_weights),
     }
     write_json_atomic(out / "config.json", {**meta, "args": {k: str(v) for k, v in vars(args).items() if k != "func"}})
     save_every = args.save_every or max(1, args.iters // 10)

@@ -74,6 +74,29 @@ def test_bundle_weights_load_through_load_bundle_network(tmp_path, monkeypatch):
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in again.state_dict().items())
 
 
+def test_pretrain_start_every_strategy_from_the_source_only_weights(tmp_path):
+    """pretrain_iterations > 0: a source-only run first, and every strategy starts from its EMA weights. With lr 0
+    (the trainer refuses lr 0: 1e-30) no parameter moves by more than ~1e-29, so the strategies' final parameters
+    must equal the pre-trained ones (and differ from the seeded random start of a run without pre-training)."""
+    kw = tiny("masktwins_demo", tmp_path, pretrain_iterations=3, lr=1e-30)
+    finished = run_workflow("masktwins_demo", "train", "training", strategies=["masktwins"], **kw)[0]
+    assert sorted(finished) == ["masktwins"]  # the pre-training is not a strategy
+    assert json.loads((tmp_path / "pretrain" / "config.json").read_text())["iterations"] == 3
+    assert (tmp_path / "pretrain" / "checkpoint_final_iteration=3.pt").is_file()
+    pre = torch.load(tmp_path / "models" / "pretrain.pt", weights_only=True)["teacher"]
+    params = [k for k, v in pre.items() if v.is_floating_point() and "running" not in k]
+    for s in ("masktwins",):
+        assert json.loads((tmp_path / s / "config.json").read_text())["pretrained"] is True
+        final = torch.load(tmp_path / "models" / f"{s}.pt", weights_only=True)
+        for part in ("student", "teacher"):
+            assert all(torch.allclose(final[part][k], pre[k], rtol=0, atol=1e-25) for k in params), (s, part)
+    scratch = tmp_path / "scratch"
+    kw_scratch = tiny("masktwins_demo", scratch, lr=1e-30)
+    run_workflow("masktwins_demo", "train", "training", strategies=["source_only"], **kw_scratch)
+    other = torch.load(scratch / "models" / "source_only.pt", weights_only=True)["teacher"]
+    assert max((other[k] - pre[k]).abs().max().item() for k in params) > 1e-3
+
+
 def _weights(path):
     payload = torch.load(path, weights_only=True)
     return {f"{part}.{k}": v for part in ("student", "teacher") for k, v in payload[part].items()}

@@ -82,3 +82,25 @@ def test_split_key(tmp_path: Path):
     assert split_key(f"{f}:raw") == (f, "raw")
     with pytest.raises(ValueError, match="empty key"):
         split_key(f"{tmp_path}/b.h5:")
+
+
+def test_init_weights_starts_from_an_earlier_run(tmp_path: Path, capsys):
+    """--init-weights loads an earlier run's EMA weights into student and teacher: with a vanishing learning rate
+    (1e-30) the new run's parameters stay those weights."""
+    p = _write(tmp_path)
+    first = tmp_path / "source_only"
+    assert main(_args(p, first, "--strategy", "source_only")) == 0
+    start = torch.load(first / "final.pt", weights_only=False)["teacher"]
+    second = tmp_path / "masktwins"
+    assert main(_args(p, second, "--init-weights", str(first / "final.pt"), "--lr", "1e-30")) == 0
+    final = torch.load(second / "final.pt", weights_only=False)
+    assert json.loads((second / "config.json").read_text())["init_weights"] == str(first / "final.pt")
+    for k, v in start.items():
+        if v.is_floating_point() and "running" not in k:
+            assert torch.allclose(final["student"][k], v, rtol=0, atol=1e-25), k
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not weights")
+    assert main(_args(p, tmp_path / "x", "--init-weights", str(bad))) == 1
+    assert "bad.pt" in capsys.readouterr().err
+    assert main(_args(p, tmp_path / "y", "--init-weights", str(first / "final.pt"), "--network", "unet")) == 1
+    assert "small_unet" in capsys.readouterr().err

@@ -1,0 +1,56 @@
+"""benchmarks/uda_em2d.py end to end on the real data for a few iterations (skips without ../shared/data)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("uda_em2d_bench", REPO / "benchmarks" / "uda_em2d.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_pretrained_start_results_and_eval_only(shared_data, vnc3_dir, lucchi_pp_dir, tmp_path, capsys):
+    bench = _bench()
+    threads = torch.get_num_threads()
+    out = tmp_path / "run"
+    common = ["--eval-sections", "1", "--eval-roi", "256", "--threads", "1", "--crop", "64", "--batch", "2"]
+    try:
+        argv = ["--data", str(shared_data), "--seeds", "1", "--iters", "2", "--pretrain", "3"]
+        assert bench.main([*argv, "--strategies", "source_only,masktwins", "--out", str(out), *common]) == 0
+        results = json.loads((out / "results.json").read_text())
+        assert sorted(results) == ["masktwins", "source_only"]
+        assert all(set(r[0]) >= {"seed", "mAP", "F1", "MCC", "IoU"} for r in results.values())
+        pre = torch.load(out / "pretrain" / "seed0.pt", weights_only=False)
+        assert pre["meta"]["iterations"] == 3 and pre["iteration"] == 3
+        assert json.loads((out / "config.json").read_text())["args"]["pretrain"] == 3
+        # the pre-training is cached per seed, and not scored as a strategy by --eval-only
+        again = tmp_path / "again"
+        again.mkdir()
+        (again / "pretrain").mkdir()
+        (again / "pretrain" / "seed0.pt").write_bytes((out / "pretrain" / "seed0.pt").read_bytes())
+        assert bench.main([*argv, "--strategies", "source_only", "--out", str(again), *common]) == 0
+        assert "[pretrain] seed 0: reusing" in capsys.readouterr().out
+        redone = json.loads((again / "results.json").read_text())["source_only"][0]
+        assert redone["IoU"] == pytest.approx(results["source_only"][0]["IoU"], abs=1e-6)  # same start, same run
+        scored = tmp_path / "scored"
+        eval_argv = ["--eval-only", "--checkpoints", str(out / "checkpoints"), "--data", str(shared_data)]
+        assert bench.main([*eval_argv, "--out", str(scored), *common]) == 0
+        rescored = json.loads((scored / "results.json").read_text())
+        assert sorted(rescored) == ["masktwins", "source_only"] and len(rescored["source_only"]) == 1
+        for strategy in rescored:
+            assert rescored[strategy][0]["IoU"] == pytest.approx(results[strategy][0]["IoU"], abs=1e-6)
+    finally:
+        torch.set_num_threads(threads)

@@ -34,12 +34,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: sub-commands whose work overlaps reader / writer threads with the network on the CPU
+PASSIVE_OMP_COMMANDS = ("predict",)
+
+
+def prefer_passive_omp(command: str | None) -> bool:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` for the streaming sub-commands, unless the user set it or torch (and so
+    OpenMP) is already loaded; returns whether it was set.
+
+    Spinning OpenMP workers (the default, ``ACTIVE``) hold both cores of a small CPU between network batches and
+    starve the prediction's input/output threads. Measured with ``benchmarks/inference.py --repeats 3`` on the
+    2-core machine: streaming zarr -> zarr took 0.82 -> 0.79 s (tiny anchor) and 0.54 -> 0.48 s (small_unet)
+    with ``PASSIVE`` (docs/inference.md).
+    """
+    import os
+
+    if command not in PASSIVE_OMP_COMMANDS or "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    prefer_passive_omp(args.command)
     try:
         result = args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as err:

@@ -148,3 +148,26 @@ def test_cli_dask_local_cluster_equals_single_process(tmp_path, bundle, stack):
     assert main(["predict", str(path), str(two), *common, "--dask", "--dask-workers", "1"]) == 0
     a, b = open_prediction_store(one), open_prediction_store(two)
     np.testing.assert_allclose(np.asarray(a.array[:]), np.asarray(b.array[:]), atol=1e-5, rtol=0)
+
+
+def test_predict_prefers_passive_openmp_only_before_torch_and_without_a_user_choice(monkeypatch):
+    """``mtbio predict`` sets OMP_WAIT_POLICY=PASSIVE when OpenMP is not loaded yet and the user chose nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from mtbio.cli import prefer_passive_omp
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert "torch" in sys.modules  # this test process: too late, left alone
+    assert prefer_passive_omp("predict") is False and "OMP_WAIT_POLICY" not in os.environ
+    code = (
+        "import os, sys; from mtbio.cli import prefer_passive_omp as p; "
+        "print(p('train'), p('predict'), os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["False", "True", "PASSIVE", "False"]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's choice wins
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["False", "False", "ACTIVE", "False"]

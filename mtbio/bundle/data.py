@@ -61,6 +61,21 @@ class DomainPair:
     voxel_size: dict[str, Any] | None = None
     description: str = ""
 
+    @classmethod
+    def from_splits(cls, source: Any, target: Any, test: Any, description: str) -> DomainPair:
+        """A pair from three loaded splits (:func:`mtbio.data.sources.load_split` results: ``image``, ``label``,
+        ``voxel_size``): labelled source, target to adapt on (its labels for the oracle) and labelled test."""
+        return cls(
+            source_image=source.image,
+            source_label=source.label,
+            target_image=target.image,
+            target_label=target.label,
+            test_image=test.image,
+            test_label=test.label,
+            voxel_size={"source": source.voxel_size, "target": target.voxel_size},
+            description=description,
+        )
+
 
 def _rank_zero_first(make: Any) -> Any:
     """``make()`` on rank 0 first, then on the other ranks of an initialised ``torch.distributed`` group (which
@@ -159,16 +174,8 @@ def em2d_pair(dataset_dir: str | os.PathLike, *, direction: str = "vnc3_to_lucch
         source = load_split("lucchi_pp", root / "lucchi_pp", "epfl_train")
         splits = ("train", "test") if subset == 1 else ("test", "train")
         adapt, test = (load_split("vnc3", root / "vnc3", s) for s in splits)
-    return DomainPair(
-        source_image=source.image,
-        source_label=source.label,
-        target_image=adapt.image,
-        target_label=adapt.label,
-        test_image=test.image,
-        test_label=test.label,
-        voxel_size={"source": source.voxel_size, "target": adapt.voxel_size},
-        description=f"{direction} subset {subset}: adapt on {adapt.name}, test on {test.name} ({root})",
-    )
+    description = f"{direction} subset {subset}: adapt on {adapt.name}, test on {test.name} ({root})"
+    return DomainPair.from_splits(source, adapt, test, description)
 
 
 def mitoem_pair(source_root: str | os.PathLike, target_root: str | os.PathLike) -> DomainPair:
@@ -180,16 +187,7 @@ def mitoem_pair(source_root: str | os.PathLike, target_root: str | os.PathLike) 
     source = load_split("mitoem", source_root, "train")
     target = load_split("mitoem", target_root, "train")
     test = load_split("mitoem", target_root, "val")
-    return DomainPair(
-        source_image=source.image,
-        source_label=source.label,
-        target_image=target.image,
-        target_label=target.label,
-        test_image=test.image,
-        test_label=test.label,
-        voxel_size={"source": source.voxel_size, "target": target.voxel_size},
-        description=f"MitoEM {source_root} -> {target_root}",
-    )
+    return DomainPair.from_splits(source, target, test, f"MitoEM {source_root} -> {target_root}")
 
 
 def volume_pair(

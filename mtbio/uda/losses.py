@@ -27,10 +27,7 @@ def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5
         labels: int64 (B, *spatial) or (B, 1, *spatial) in {0, 1}.
     """
     labels = labels.squeeze(1) if labels.ndim == logits.ndim else labels
-    p = torch.softmax(logits.float(), dim=1)[:, 1]
-    g = (labels == 1).float()
-    inter = (p * g).sum()
-    return 1.0 - (2.0 * inter + eps) / (p.sum() + g.sum() + eps)
+    return weighted_soft_dice_loss(logits, labels, torch.ones(labels.shape, device=logits.device), eps)
 
 
 def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, dice_weight: float = 0.0) -> torch.Tensor:

@@ -75,3 +75,16 @@ def test_class_balance_weights_match_a_prior_and_clamp():
     # a class the prior names but the pseudo-labels lack: the others keep the whole weight
     only_bg = torch.zeros(1, 10, dtype=torch.long)
     assert torch.allclose(class_balance_weights(only_bg, w, prior=prior), w)
+
+
+def test_soft_dice_loss_closed_form_and_label_channel():
+    from mtbio.uda.losses import soft_dice_loss, supervised_loss
+
+    p = torch.tensor([[[0.9, 0.2], [0.6, 0.1]]])
+    labels = torch.tensor([[[1, 0], [1, 0]]])
+    expected = 1 - 2 * (0.9 + 0.6) / ((0.9 + 0.2 + 0.6 + 0.1) + 2.0)
+    got = soft_dice_loss(_logits_for(p), labels, eps=0.0)
+    assert math.isclose(got.item(), expected, rel_tol=1e-6)
+    assert torch.allclose(soft_dice_loss(_logits_for(p), labels[:, None], eps=0.0), got)  # (B, 1, *spatial) labels
+    ce = F.cross_entropy(_logits_for(p), labels)
+    assert torch.allclose(supervised_loss(_logits_for(p), labels[:, None], 2.0), ce + 2.0 * got, atol=1e-6)

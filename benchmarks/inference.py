@@ -12,13 +12,17 @@ Pinned settings (CPU, ``torch.set_num_threads(2)``):
 * window ``32 x 96 x 96``, overlap 0.25, batch 4, Gaussian blending for mtbio and in-memory MONAI;
 * models: the tiny anchor (MONAI UNet 3D, channels (8, 16, 32), strides (2, 2), 1 residual unit) and a real mtbio
   network (``mtbio.networks.get_network("small_unet", 3)``), seeded, eval mode;
-* timings (each the best of ``REPEATS`` = 2, methods interleaved, since the CPU may be shared):
+* timings (each the best of ``REPEATS`` = 5, methods interleaved, since the CPU may be shared; the median of the
+  per-repeat ratios is reported too):
   (a) MONAI ``sliding_window_inference`` on the volume in memory (input already a tensor, output left
-  in memory); (b) mtbio ``predict_volume`` zarr -> zarr (float32 store, activation None, chunks (32, 256, 256));
+  in memory: the network work alone); (a') the same job done in memory from and to zarr: read the whole input
+  array, (a), write the result into a new zarr array with the store's chunks and codec;
+  (b) mtbio ``predict_volume`` zarr -> zarr (float32 store, activation None, chunks (32, 256, 256));
   (c) the same with ``carry=False`` (shared windows recomputed; tiny model only); (d) MONAI ``PatchInferer`` with
   ``SlidingWindowSplitter`` and ``ZarrAvgMerger`` (own output / value / count stores in a temporary folder,
   MONAI's default chunking and averaging), in-memory input; (e) the product's default output, softmax
-  probabilities stored as uint8, against (a) followed by the same softmax and rounding in memory;
+  probabilities stored as uint8, against (a) followed by the same softmax and rounding in memory, and against
+  (a') with that post-processing before the write;
 * memory: tiny model on ``16*k x 256 x 256`` zarr volumes (k = 1, 4, 16; chunks ``(16, 256, 256)``), each run in
   a fresh subprocess: peak RSS (``ru_maxrss``) minus the RSS after imports, network construction and opening the
   input.
@@ -49,7 +53,7 @@ CHUNKS = (32, 256, 256)
 MEMORY_FACTORS = (1, 4, 16)
 MEMORY_BASE_Z = 16
 MEMORY_CHUNKS = (16, 256, 256)
-REPEATS = 2
+REPEATS = 5
 THREADS = 2
 
 
@@ -101,6 +105,24 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def in_memory_job(source, net, out_path: Path, uint8: bool):
+    """(a'): the whole zarr input into memory, MONAI's sliding window, the result into a new zarr array with the
+    prediction store's chunks (one channel per chunk) and zarr's default codec, every chunk written once."""
+    import torch
+    import zarr
+    from monai.inferers import sliding_window_inference
+
+    x = torch.from_numpy(np.asarray(source[:], dtype=np.float32))[None, None]
+    with torch.inference_mode():
+        out = sliding_window_inference(x, ROI, BATCH, net, overlap=OVERLAP, mode="gaussian")[0]
+        if uint8:
+            out = torch.round(torch.softmax(out, dim=0) * 255).to(torch.uint8)
+    values = out.numpy()
+    arr = zarr.create_array(str(out_path), shape=values.shape, chunks=(1, *CHUNKS), dtype=values.dtype)
+    arr.with_config({"write_empty_chunks": True})[:] = values
+    return values
+
+
 def time_models(vol: np.ndarray, workdir: Path, repeats: int = REPEATS) -> list[dict]:
     import torch
     import zarr
@@ -128,6 +150,11 @@ def time_models(vol: np.ndarray, workdir: Path, repeats: int = REPEATS) -> list[
             times.setdefault("in_memory_cpu_s", []).append(cpu_s() - c)
 
             t, c = time.perf_counter(), cpu_s()
+            job = in_memory_job(source, net, workdir / f"{tag}-{rep}-job.zarr", uint8=False)
+            times.setdefault("in_memory_job_s", []).append(time.perf_counter() - t)
+            times.setdefault("in_memory_job_cpu_s", []).append(cpu_s() - c)
+
+            t, c = time.perf_counter(), cpu_s()
             out = predict_volume(net, source, workdir / f"{tag}-{rep}.zarr", **kw)
             times.setdefault("mtbio_s", []).append(time.perf_counter() - t)
             times.setdefault("mtbio_cpu_s", []).append(cpu_s() - c)
@@ -146,6 +173,11 @@ def time_models(vol: np.ndarray, workdir: Path, repeats: int = REPEATS) -> list[
                 ref_u8 = torch.round(torch.softmax(ref_u8, dim=1) * 255).to(torch.uint8)
             times.setdefault("in_memory_uint8_s", []).append(time.perf_counter() - t)
             times.setdefault("in_memory_uint8_cpu_s", []).append(cpu_s() - c)
+
+            t, c = time.perf_counter(), cpu_s()
+            job_u8 = in_memory_job(source, net, workdir / f"{tag}-{rep}-job-u8.zarr", uint8=True)
+            times.setdefault("in_memory_job_uint8_s", []).append(time.perf_counter() - t)
+            times.setdefault("in_memory_job_uint8_cpu_s", []).append(cpu_s() - c)
 
             t, c = time.perf_counter(), cpu_s()
             out_u8 = predict_volume(net, source, workdir / f"{tag}-{rep}-u8.zarr", activation="softmax", **kw)
@@ -167,6 +199,8 @@ def time_models(vol: np.ndarray, workdir: Path, repeats: int = REPEATS) -> list[
                 inferer(x, net)
             times.setdefault("patchinferer_zarravgmerger_s", []).append(time.perf_counter() - t)
             times.setdefault("patchinferer_zarravgmerger_cpu_s", []).append(cpu_s() - c)
+        if not (np.array_equal(job, ref[0].numpy()) and np.array_equal(job_u8, ref_u8[0].numpy())):
+            raise SystemExit("internal error: the in-memory job's result differs from the in-memory call's")
         err = float(np.abs(np.asarray(out[:]) - ref[0].numpy()).max())
         err_u8 = int(np.abs(np.asarray(out_u8[:]).astype(np.int16) - ref_u8[0].numpy().astype(np.int16)).max())
         row: dict = {
@@ -177,6 +211,15 @@ def time_models(vol: np.ndarray, workdir: Path, repeats: int = REPEATS) -> list[
         }
         row.update({k: min(v) for k, v in times.items()})
         row["mtbio_uint8_vs_in_memory"] = row["in_memory_uint8_s"] / row["mtbio_uint8_s"]
+        row["mtbio_vs_in_memory_job"] = row["in_memory_job_s"] / row["mtbio_s"]
+        row["mtbio_uint8_vs_in_memory_job"] = row["in_memory_job_uint8_s"] / row["mtbio_uint8_s"]
+        for name, (base, ours) in {
+            "mtbio_vs_in_memory": ("in_memory_s", "mtbio_s"),
+            "mtbio_vs_in_memory_job": ("in_memory_job_s", "mtbio_s"),
+            "mtbio_uint8_vs_in_memory": ("in_memory_uint8_s", "mtbio_uint8_s"),
+            "mtbio_uint8_vs_in_memory_job": ("in_memory_job_uint8_s", "mtbio_uint8_s"),
+        }.items():  # the ratio within each repeat (both runs back to back), median over repeats
+            row[f"median_paired_{name}"] = float(np.median(np.asarray(times[base]) / np.asarray(times[ours])))
         row["cpu_mtbio_uint8_vs_in_memory"] = row["in_memory_uint8_cpu_s"] / row["mtbio_uint8_cpu_s"]
         row["mtbio_vs_in_memory"] = row["in_memory_s"] / row["mtbio_s"]
         row["mtbio_vs_zarravgmerger"] = row["patchinferer_zarravgmerger_s"] / row["mtbio_s"]
@@ -248,17 +291,24 @@ def markdown(result: dict) -> str:
         "",
         f"Command: `{result['command']}`  ",
         f"Machine: {result['machine']}, torch threads {THREADS}; volume {SHAPE}, window {ROI}, overlap {OVERLAP}, "
-        f"batch {BATCH}, store chunks {CHUNKS}; best of {result['repeats']} interleaved runs per method.",
+        f"batch {BATCH}, store chunks {CHUNKS}; best of {result['repeats']} interleaved runs per method "
+        "(in brackets: the median over repeats of the ratio within each repeat).",
         "",
-        "| model | in-memory SWI (s) | mtbio zarr->zarr (s) | no carry (s) | PatchInferer+ZarrAvgMerger (s) | "
-        "mtbio vs in-memory | mtbio vs ZarrAvgMerger | max abs diff vs SWI |",
-        "|---|---|---|---|---|---|---|---|",
+        "float32 logits (activation None). In-memory SWI: the network work alone (input already a tensor, output "
+        "left in memory). In-memory job: the same job from and to zarr (read all, SWI, write all).",
+        "",
+        "| model | in-memory SWI (s) | in-memory job (s) | mtbio zarr->zarr (s) | no carry (s) | "
+        "PatchInferer+ZarrAvgMerger (s) | mtbio vs in-memory SWI | mtbio vs in-memory job | mtbio vs ZarrAvgMerger | "
+        "max abs diff vs SWI |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["throughput"]:
         no_carry = f"{r['mtbio_no_carry_s']:.2f}" if "mtbio_no_carry_s" in r else "-"
         lines.append(
-            f"| {r['model']} | {r['in_memory_s']:.2f} | {r['mtbio_s']:.2f} | {no_carry} | "
-            f"{r['patchinferer_zarravgmerger_s']:.2f} | {r['mtbio_vs_in_memory']:.2f}x | "
+            f"| {r['model']} | {r['in_memory_s']:.2f} | {r['in_memory_job_s']:.2f} | {r['mtbio_s']:.2f} | {no_carry} | "
+            f"{r['patchinferer_zarravgmerger_s']:.2f} | {r['mtbio_vs_in_memory']:.2f}x "
+            f"({r['median_paired_mtbio_vs_in_memory']:.2f}x) | {r['mtbio_vs_in_memory_job']:.2f}x "
+            f"({r['median_paired_mtbio_vs_in_memory_job']:.2f}x) | "
             f"{r['mtbio_vs_zarravgmerger']:.2f}x | {r['max_abs_diff_vs_monai']:.1e} |"
         )
     lines += [
@@ -281,14 +331,16 @@ def markdown(result: dict) -> str:
         "The product's default output (softmax, probabilities stored as uint8 = round(p * 255)) against the same "
         "post-processing of the in-memory result:",
         "",
-        "| model | in-memory SWI + softmax + uint8 (s) | mtbio zarr->zarr uint8 (s) | mtbio vs in-memory | "
-        "CPU-time ratio | max diff (uint8 levels) |",
-        "|---|---|---|---|---|---|",
+        "| model | in-memory SWI + softmax + uint8 (s) | in-memory job, uint8 (s) | mtbio zarr->zarr uint8 (s) | "
+        "mtbio vs in-memory SWI | mtbio vs in-memory job | CPU-time ratio vs SWI | max diff (uint8 levels) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["throughput"]:
         lines.append(
-            f"| {r['model']} | {r['in_memory_uint8_s']:.2f} | {r['mtbio_uint8_s']:.2f} | "
-            f"{r['mtbio_uint8_vs_in_memory']:.2f}x | {r['cpu_mtbio_uint8_vs_in_memory']:.2f}x | "
+            f"| {r['model']} | {r['in_memory_uint8_s']:.2f} | {r['in_memory_job_uint8_s']:.2f} | "
+            f"{r['mtbio_uint8_s']:.2f} | {r['mtbio_uint8_vs_in_memory']:.2f}x "
+            f"({r['median_paired_mtbio_uint8_vs_in_memory']:.2f}x) | {r['mtbio_uint8_vs_in_memory_job']:.2f}x "
+            f"({r['median_paired_mtbio_uint8_vs_in_memory_job']:.2f}x) | {r['cpu_mtbio_uint8_vs_in_memory']:.2f}x | "
             f"{r['max_uint8_levels_diff_vs_monai']} |"
         )
     lines += ["", f"Memory: tiny model, chunks {MEMORY_CHUNKS}, each volume in a fresh subprocess.", ""]

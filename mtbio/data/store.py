@@ -152,11 +152,21 @@ def decode_probability(values: np.ndarray) -> np.ndarray:
     return values.astype(np.float32, copy=False)
 
 
-def encode_probability(prob: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
-    """float probabilities in [0, 1] -> the store's dtype (``uint8`` = ``round(p * 255)``)."""
+def encode_probability(prob: np.ndarray, dtype: str | np.dtype, *, overwrite_input: bool = False) -> np.ndarray:
+    """float probabilities in [0, 1] -> the store's dtype (``uint8`` = ``round(p * 255)``).
+
+    ``overwrite_input=True`` lets the uint8 encoding use a float32 ``prob`` as its scratch space (no temporary
+    arrays; the same result).
+    """
     dt = np.dtype(dtype)
     if dt == np.uint8:
-        return np.clip(np.rint(np.asarray(prob, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+        p = np.asarray(prob, dtype=np.float32)
+        if overwrite_input and p.flags.writeable:
+            np.multiply(p, np.float32(255.0), out=p)
+            np.rint(p, out=p)
+            np.clip(p, 0, 255, out=p)
+            return p.astype(np.uint8)
+        return np.clip(np.rint(p * np.float32(255.0)), 0, 255).astype(np.uint8)
     return np.asarray(prob).astype(dt)
 
 
@@ -230,7 +240,9 @@ def create_prediction_store(
         spatial_shape: ``(Y, X)`` or ``(Z, Y, X)``.
         num_channels: C of the ``(C, *spatial)`` array (2 for background / mitochondrion).
         dtype: ``uint8`` (p·255), ``float16`` or ``float32``.
-        chunks: spatial chunk shape (channel chunk is always C); default 64³ / 512².
+        chunks: spatial chunk shape; each channel is chunked on its own (channel chunk 1), so readers of the
+            foreground probability decode only channel 1, and a writer encodes the channels in parallel.
+            Default 64³ / 512².
         voxel_size: nanometres per spatial axis, copied from the input.
         activation: what produced the values (``"softmax"``, ``"sigmoid"`` or ``None`` for raw blended output).
         extra_meta: more keys for ``attrs["mtbio"]`` (model hash, config, source path, ...).
@@ -259,7 +271,7 @@ def create_prediction_store(
     arr = group.create_array(
         FULL_RES,
         shape=(num_channels, *spatial_shape),
-        chunks=(num_channels, *chunks),
+        chunks=(1, *chunks),
         dtype=dt,
         fill_value=0,
     )

@@ -69,10 +69,17 @@ def _importance_map(roi_size: tuple[int, ...], mode: str, sigma_scale: float | t
     return compute_importance_map(roi_size, mode=mode, sigma_scale=sigma_scale, device="cpu").to(torch.float32)
 
 
-def apply_activation(values: torch.Tensor, activation: Activation | None) -> torch.Tensor:
-    """Apply ``activation`` over the channel axis 0 of ``values`` shaped ``(C, *spatial)``."""
+def apply_activation(
+    values: torch.Tensor, activation: Activation | None, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Apply ``activation`` over the channel axis 0 of ``values`` shaped ``(C, *spatial)``.
+
+    ``out`` (same shape, not ``values`` itself) receives the result when given; ``None`` activation returns
+    ``values`` unchanged.
+    """
     if activation is None:
         return values
+    kw = {} if out is None else {"out": out}
     if activation is Activation.SOFTMAX:
-        return torch.softmax(values, dim=0)
-    return torch.sigmoid(values)
+        return torch.softmax(values, 0, **kw)
+    return torch.sigmoid(values, **kw)

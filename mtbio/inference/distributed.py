@@ -30,7 +30,7 @@ def _block_task(engine: Engine, source: Any, key: str | None, store_path: str, t
     if isinstance(source, str):
         source = open_source(source, key)[0]
     data = engine.read_rows(source, task.block, task.rows)
-    values, _ = run_task(engine, task, data, None)
+    values, _ = run_task(engine, task, [(task.rows, data)], None)
     array = zarr.open_array(os.path.join(store_path, FULL_RES), mode="r+")
     array[(slice(None), *task.block.slices())] = values
     return task.block.index

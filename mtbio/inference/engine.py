@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mtbio.inference.blending import Activation, apply_activation
-from mtbio.inference.merger import SlabAccumulator
+from mtbio.inference.merger import SlabAccumulator, float_buffer
 from mtbio.inference.sources import SlabReader, read_padded
 from mtbio.inference.windows import Block, WindowGrid
 
@@ -140,10 +140,12 @@ class Engine:
 
         p = self.grid.pad_lo
         values = acc.normalized(tuple(a + q for a, q in zip(block.lo, p)), tuple(b + q for b, q in zip(block.hi, p)))
-        values = apply_activation(values, self.activation).cpu().numpy()
         if self.activation is None:
-            return values.astype(np.dtype(self.out_dtype), copy=False)
-        return encode_probability(values, self.out_dtype)
+            return values.cpu().numpy().astype(np.dtype(self.out_dtype), copy=False)
+        # the activation's result goes to a buffer of our own (on the CPU numpy-backed, see ``float_buffer``),
+        # which the encoding then uses as scratch space: no temporaries of the block's size
+        values = apply_activation(values, self.activation, out=float_buffer(values.shape, values.device, zero=False))
+        return encode_probability(values.cpu().numpy(), self.out_dtype, overwrite_input=True)
 
     def new_box(self, block: Block, rows: tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The box of :meth:`new_accumulator` (padded coordinates)."""
@@ -191,11 +193,28 @@ def plan_tasks(engine: Engine, blocks: Sequence[Block], done: set[int], *, carry
     return tasks
 
 
+def split_rows(rows: tuple[int, int], first: bool) -> list[tuple[int, int]]:
+    """The parts in which a task's window rows are read: ``[rows]``, or with ``first`` its first row alone and
+    then the rest, so that the run's first forward pass waits only for the input of one window row."""
+    r0, r1 = rows
+    if first and r1 - r0 > 1:
+        return [(r0, r0 + 1), (r0 + 1, r1)]
+    return [(r0, r1)]
+
+
 def run_task(
-    engine: Engine, task: BlockTask, data: tuple[int, np.ndarray] | None, acc: SlabAccumulator | None
+    engine: Engine,
+    task: BlockTask,
+    parts: Iterable[tuple[tuple[int, int], tuple[int, np.ndarray] | None]],
+    acc: SlabAccumulator | None,
 ) -> tuple[np.ndarray, SlabAccumulator]:
     """Compute one task. ``acc`` is the previous slab's accumulator when ``task.carry``; otherwise ``None`` or
     an empty accumulator from ``engine.new_accumulator`` (made while the input was being read).
+
+    Args:
+        parts: ``(rows, data)`` pairs covering ``task.rows`` in order, ``data`` from :meth:`Engine.read_rows`
+            of those rows (``[(task.rows, data)]`` for one read; an iterator may still be reading the later
+            parts while the first ones run).
 
     Returns:
         ``(values (C, *block shape) in the stored dtype, the accumulator to carry to the next slab)``.
@@ -210,6 +229,13 @@ def run_task(
         acc = engine.new_accumulator(task.block, full_rows)
     elif (acc.lo, acc.hi) != (fresh := engine.new_box(task.block, full_rows)):
         raise ValueError(f"internal error: accumulator box {acc.lo}-{acc.hi} is not the block's {fresh}")
-    if data is not None:
-        engine.run_rows(acc, task.block, task.rows, data)
+    next_row = task.rows[0]
+    for rows, data in parts:
+        if rows[0] != next_row or rows[1] > max(task.rows[1], rows[0]):
+            raise ValueError(f"internal error: rows {rows} do not continue the task's rows {task.rows} at {next_row}")
+        if data is not None:
+            engine.run_rows(acc, task.block, rows, data)
+        next_row = max(next_row, rows[1])
+    if next_row < task.rows[1]:
+        raise ValueError(f"internal error: the parts stopped at row {next_row} of the task's rows {task.rows}")
     return engine.finish(acc, task.block), acc

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
 from mtbio.inference.blending import Activation, Blend
-from mtbio.inference.engine import BlockTask, plan_tasks, run_task
+from mtbio.inference.engine import BlockTask, plan_tasks, run_task, split_rows
 from mtbio.inference.setup import Normalization, Prepared, ProgressFn, StopFn, prepare
 
 _DONE = object()
@@ -134,6 +134,22 @@ def _put(q: queue.Queue, item: Any, halt: threading.Event) -> bool:
     return False
 
 
+def _parts(read_q: queue.Queue, task: BlockTask) -> Iterator[tuple[tuple[int, int], Any]]:
+    """The reader's ``(rows, data)`` parts of ``task``, taken from the queue as they arrive."""
+    while True:
+        item = read_q.get()
+        if isinstance(item, BaseException):
+            raise item
+        if item is _DONE:
+            raise RuntimeError("internal error: the reader stopped before the compute loop's task")
+        read_task, rows, data = item
+        if read_task is not task:
+            raise RuntimeError("internal error: the reader and the compute loop disagree on the task order")
+        yield rows, data
+        if rows[1] >= task.rows[1] or rows[1] <= rows[0]:
+            return
+
+
 def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None, stop: StopFn | None) -> None:
     from mtbio.data.store import mark_complete
 
@@ -144,24 +160,33 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
     read_q: queue.Queue = queue.Queue(maxsize=1)
     write_q: queue.Queue = queue.Queue(maxsize=2)
     errors: list[BaseException] = []
+    first_read = threading.Event()
 
     def reader() -> None:
         slabs = engine.slab_reader(prepared.source)  # this thread's: reuses the rows shared by consecutive slabs
         try:
-            for task in tasks:
-                if halt.is_set():
-                    return
-                if not _put(read_q, (task, engine.read_rows(prepared.source, task.block, task.rows, slabs)), halt):
-                    return
+            for i, task in enumerate(tasks):
+                # the first task's first window row is read alone: the first forward pass need not wait for
+                # the whole first slab (the only read not overlapped with compute)
+                for rows in split_rows(task.rows, first=i == 0):
+                    if halt.is_set():
+                        return
+                    data = engine.read_rows(prepared.source, task.block, rows, slabs)
+                    first_read.set()
+                    if not _put(read_q, (task, rows, data), halt):
+                        return
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            first_read.set()
             _put(read_q, err, halt)
             return
+        first_read.set()
         _put(read_q, _DONE, halt)
 
     def writer() -> None:
         array = None
         try:
             if prepared.create is not None:  # a new store: made here while the first block computes
+                first_read.wait()  # not while the first input is read: that read is on the critical path
                 prepared.array = prepared.create()
                 prepared.create = None
             # every chunk is written whole, once: skip zarr's scan for chunks equal to the fill value
@@ -194,13 +219,7 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
                 break
             if not task.carry:  # allocate (and zero) the accumulator while the reader is still busy
                 acc = engine.new_accumulator(task.block, engine.block_rows(task.block))
-            item = read_q.get()
-            if isinstance(item, BaseException):
-                raise item
-            read_task, data = item
-            if read_task is not task:
-                raise RuntimeError("internal error: the reader and the compute loop disagree on the task order")
-            values, acc = run_task(engine, task, data, acc)
+            values, acc = run_task(engine, task, _parts(read_q, task), acc)
             write_q.put((task.block, values))
             if errors:
                 raise errors[0]

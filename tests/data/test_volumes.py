@@ -496,3 +496,24 @@ def test_synthetic_generator_output_opens(tmp_path):
     label = open_label_volume(paths["source"], "label")
     stored = open_volume(paths["source"], "label")[...]
     np.testing.assert_array_equal(label[...], stored == 255)
+
+
+def test_encode_probability_in_place_equals_the_plain_encoding_and_uses_its_input():
+    rng = np.random.default_rng(1)
+    prob = rng.random((4, 9, 7), dtype=np.float32)
+    prob[0, 0, :4] = [0.0, 1.0, 0.5 / 255, 1.5 / 255]  # the ends and two ties of round(p * 255)
+    oracle = np.clip(np.round(prob.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+    plain = encode_probability(prob, "uint8")
+    scratch = prob.copy()
+    in_place = encode_probability(scratch, "uint8", overwrite_input=True)
+    np.testing.assert_array_equal(plain, in_place)
+    assert np.abs(plain.astype(int) - oracle.astype(int)).max() <= 1  # float32 vs float64 rounding at ties
+    np.testing.assert_array_equal(scratch, plain.astype(np.float32))  # the scratch holds the rounded values
+    read_only = prob.copy()
+    read_only.flags.writeable = False
+    np.testing.assert_array_equal(encode_probability(read_only, "uint8", overwrite_input=True), plain)
+
+
+def test_prediction_store_chunks_each_channel_on_its_own(tmp_path):
+    store = create_prediction_store(tmp_path / "pred.zarr", (6, 8, 8), chunks=(2, 4, 8))
+    assert store.array.shape == (2, 6, 8, 8) and store.array.chunks == (1, 2, 4, 8)

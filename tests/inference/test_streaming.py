@@ -133,7 +133,8 @@ def test_chunks_equal_to_the_fill_value_are_written_too(tmp_path):
     out = tmp_path / "z.zarr"
     arr = predict_volume(Zeros(), _vol((8, 16, 16)), out, roi_size=(4, 8, 8), chunks=(4, 8, 8))
     assert not np.asarray(arr[:]).any()
-    assert len([p for p in (out / "0" / "c").rglob("*") if p.is_file()]) == 2 * 2 * 2  # 2x2x2 chunks, 1 along C
+    files = [p for p in (out / "0" / "c").rglob("*") if p.is_file()]
+    assert len(files) == 2 * 2 * 2 * 2  # 2 channels (chunked one by one) x 2x2x2 spatial chunks
 
 
 def test_zarr_source_with_shallow_chunks_matches_numpy(tmp_path):

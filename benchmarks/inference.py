@@ -23,9 +23,9 @@ Pinned settings (CPU, ``torch.set_num_threads(2)``):
   MONAI's default chunking and averaging), in-memory input; (e) the product's default output, softmax
   probabilities stored as uint8, against (a) followed by the same softmax and rounding in memory, and against
   (a') with that post-processing before the write;
-* memory: tiny model on ``16*k x 256 x 256`` zarr volumes (k = 1, 4, 16; chunks ``(16, 256, 256)``), each run in
-  a fresh subprocess: peak RSS (``ru_maxrss``) minus the RSS after imports, network construction and opening the
-  input.
+* memory: tiny model on ``16*k x 256 x 256`` zarr volumes (k = 1, 4, 16, 64; chunks ``(16, 256, 256)``), each run in
+  a fresh subprocess: its own peak RSS (``VmHWM``; ``ru_maxrss`` is inherited from the parent across exec) minus
+  the RSS after imports, network construction and opening the input.
 
 Writes ``inference.json`` and ``inference.md`` into ``--out``.
 """
@@ -50,7 +50,7 @@ ROI = (32, 96, 96)
 OVERLAP = 0.25
 BATCH = 4
 CHUNKS = (32, 256, 256)
-MEMORY_FACTORS = (1, 4, 16)
+MEMORY_FACTORS = (1, 4, 16, 64)
 MEMORY_BASE_Z = 16
 MEMORY_CHUNKS = (16, 256, 256)
 REPEATS = 5
@@ -231,7 +231,7 @@ def time_models(vol: np.ndarray, workdir: Path, repeats: int = REPEATS) -> list[
 
 
 CHILD = """
-import json, os, resource, sys, time
+import json, os, sys, time
 import torch
 torch.set_num_threads({threads})
 sys.path.insert(0, {bench!r})
@@ -252,7 +252,10 @@ t = time.perf_counter()
 predict_volume(net, source, {out!r}, roi_size={roi!r}, overlap={overlap}, batch_size={batch}, chunks={chunks!r},
                device="cpu")
 seconds = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# this process's own peak: VmHWM belongs to the address space made by exec (ru_maxrss would carry over the
+# parent's peak across fork + exec, so a big parent would hide the child's growth)
+with open("/proc/self/status") as fh:
+    peak = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
 print(json.dumps({{"baseline_mb": base / 1024, "peak_mb": peak / 1024, "growth_mb": (peak - base) / 1024,
                   "seconds": seconds}}))
 """
@@ -356,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", help="dataset inside --data (h5 / zarr)")
     parser.add_argument("--out", type=Path, help="folder for inference.json and inference.md")
     parser.add_argument("--skip-memory", action="store_true", help="only the throughput comparison")
+    parser.add_argument("--skip-throughput", action="store_true", help="only the memory runs")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="interleaved runs per method (best is kept)")
     args = parser.parse_args(argv)
     import torch
@@ -363,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     vol = make_volume(args.data, args.key)
     with tempfile.TemporaryDirectory(prefix="mtbio-bench-") as tmp:
-        throughput = time_models(vol, Path(tmp), args.repeats)
+        throughput = [] if args.skip_throughput else time_models(vol, Path(tmp), args.repeats)
         memory = [] if args.skip_memory else memory_runs(Path(tmp))
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

@@ -207,7 +207,10 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
             except BaseException as err:  # noqa: BLE001 - handed to the main thread
                 errors.append(err)
 
-    threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=writer, daemon=True)]
+    threads = [
+        threading.Thread(target=reader, name="mtbio-reader", daemon=True),
+        threading.Thread(target=writer, name="mtbio-writer", daemon=True),
+    ]
     for t in threads:
         t.start()
     if progress is not None:

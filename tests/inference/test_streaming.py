@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 
 import dask.array as da
 import h5py
@@ -144,3 +145,31 @@ def test_zarr_source_with_shallow_chunks_matches_numpy(tmp_path):
     a = predict_volume(conv_net(3), src, tmp_path / "a.zarr", **kw)
     b = predict_volume(conv_net(3), vol, tmp_path / "b.zarr", **kw)
     assert np.array_equal(np.asarray(a[:]), np.asarray(b[:]))
+
+
+class _RecordingVolume:
+    """A ``(Z, Y, X)`` array with axis-0 chunks that records the axis-0 range of each read of the streaming reader."""
+
+    def __init__(self, data, chunk0):
+        self.data, self.shape, self.dtype = data, data.shape, data.dtype
+        self.chunks = (chunk0, *data.shape[1:])
+        self.reads = []
+
+    def __getitem__(self, index):
+        if threading.current_thread().name == "mtbio-reader":
+            self.reads.append((index[0].start, index[0].stop))
+        return self.data[index]
+
+
+def test_reads_are_bounded_by_a_slab_each_row_is_read_once_and_the_first_read_is_one_window_row(tmp_path):
+    vol = _vol((40, 24, 20))
+    src = _RecordingVolume(vol, chunk0=4)
+    kw = dict(roi_size=(8, 12, 12), chunks=(8, 24, 20))  # 5 slabs of 8 sections; window rows every 6 sections
+    out = predict_volume(conv_net(3), src, tmp_path / "a.zarr", **kw)
+    oracle = predict_volume(conv_net(3), vol, tmp_path / "b.zarr", **kw)
+    assert np.array_equal(np.asarray(out[:]), np.asarray(oracle[:]))
+    assert src.reads[0] == (0, 8)  # the first window row alone: the first forward pass waits for 8 sections only
+    starts = [a for a, _ in src.reads]
+    assert starts == sorted(starts) and all(b > a for a, b in src.reads)
+    assert sum(b - a for a, b in src.reads) == 40  # every section is read once (consecutive slabs share their halo)
+    assert max(b - a for a, b in src.reads) <= 8 + 8 + 4  # block depth + window depth + one input chunk

@@ -261,9 +261,9 @@ print(json.dumps({{"baseline_mb": base / 1024, "peak_mb": peak / 1024, "growth_m
 """
 
 
-def memory_runs(workdir: Path) -> list[dict]:
+def memory_runs(workdir: Path, factors: tuple[int, ...] = MEMORY_FACTORS) -> list[dict]:
     rows = []
-    for k in MEMORY_FACTORS:
+    for k in factors:
         shape = (MEMORY_BASE_Z * k, SHAPE[1], SHAPE[2])
         src = workdir / f"mem-{k}.zarr"
         write_zarr(src, shape, seed=k)
@@ -360,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for inference.json and inference.md")
     parser.add_argument("--skip-memory", action="store_true", help="only the throughput comparison")
     parser.add_argument("--skip-throughput", action="store_true", help="only the memory runs")
+    parser.add_argument(
+        "--memory-factors",
+        type=int,
+        nargs="+",
+        default=list(MEMORY_FACTORS),
+        help=f"memory runs on volumes of k x {MEMORY_BASE_Z} sections (default {' '.join(map(str, MEMORY_FACTORS))})",
+    )
     parser.add_argument("--repeats", type=int, default=REPEATS, help="interleaved runs per method (best is kept)")
     args = parser.parse_args(argv)
     import torch
@@ -368,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     vol = make_volume(args.data, args.key)
     with tempfile.TemporaryDirectory(prefix="mtbio-bench-") as tmp:
         throughput = [] if args.skip_throughput else time_models(vol, Path(tmp), args.repeats)
-        memory = [] if args.skip_memory else memory_runs(Path(tmp))
+        memory = [] if args.skip_memory else memory_runs(Path(tmp), tuple(args.memory_factors))
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",

@@ -82,7 +82,7 @@ def predict_volume(
             skipped; the result is bitwise that of an uninterrupted run with the same batch size and device).
             A missing store is created.
         overwrite: replace an existing store.
-        progress: ``progress(done, total)`` in output chunks, called from the calling thread.
+        progress: ``progress(done, total)`` in spatial output chunks, called from the calling thread.
         stop: polled before each block; when it returns True the run finishes the blocks in flight, leaves the
             store resumable and ``complete: false``, and returns.
         key: dataset inside an h5 / zarr container.

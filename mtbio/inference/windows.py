@@ -126,7 +126,7 @@ class Block:
         slab: position along axis 0 inside its column.
         lo: first voxel per axis (original coordinates).
         hi: one past the last voxel per axis (original coordinates).
-        num_chunks: output chunks the block covers.
+        num_chunks: spatial output chunks the block covers (each stored as one zarr chunk per channel).
     """
 
     index: int

@@ -141,3 +141,20 @@ def test_sigkill_mid_run_then_resume_is_bitwise_identical(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(resumed, full)
+
+
+def test_a_store_with_both_channels_in_one_chunk_resumes_and_reads_the_same(tmp_path):
+    """Stores written before the one-chunk-per-channel layout (channel chunk C) stay resumable and readable."""
+    vol = _vol()
+    full = np.asarray(predict_volume(conv_net(3), vol, tmp_path / "full.zarr", **KW)[:])
+    out = tmp_path / "old.zarr"
+    predict_volume(conv_net(3), vol, out, stop=_stopper(2), **KW)
+    group = zarr.open_group(str(out), mode="r+")
+    partial = np.asarray(group["0"][:])
+    old = group.create_array("0", shape=partial.shape, chunks=(2, 4, 16, 16), dtype=partial.dtype, overwrite=True)
+    old[:] = partial  # the old layout, holding what the stopped run wrote
+    assert group["0"].chunks == (2, 4, 16, 16)
+    arr = predict_volume(conv_net(3), vol, out, resume=True, **KW)
+    assert arr.chunks == (2, 4, 16, 16)
+    assert np.array_equal(np.asarray(arr[:]), full)
+    assert open_prediction_store(out).meta["complete"] is True

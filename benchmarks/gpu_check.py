@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inference import mtbio_network, tiny_anchor  # noqa: E402  (the benchmark's pinned models)
+from inference import mtbio_network, tiny_anchor, write_report  # noqa: E402  (the benchmark's pinned models)
 
 FULL = {
     "shape": (192, 1024, 1024),
@@ -316,12 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         "inference": inference,
         "training": training,
     }
-    text = markdown(result)
-    print(text)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
-        (args.out / "gpu_check.md").write_text(text)
+    write_report(args.out, "gpu_check", result, markdown(result))
     return 0
 
 

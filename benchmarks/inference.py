@@ -385,13 +385,17 @@ def main(argv: list[str] | None = None) -> int:
         "memory": memory,
         "parent_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    text = markdown(result)
-    print(text)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "inference.json").write_text(json.dumps(result, indent=2))
-        (args.out / "inference.md").write_text(text)
+    write_report(args.out, "inference", result, markdown(result))
     return 0
+
+
+def write_report(out: Path | None, stem: str, result: dict, text: str) -> None:
+    """Print the markdown report and, with ``out``, write ``<stem>.json`` and ``<stem>.md`` there."""
+    print(text)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+        (out / f"{stem}.md").write_text(text)
 
 
 if __name__ == "__main__":

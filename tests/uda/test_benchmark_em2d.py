@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from tests._scripts import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("uda_em2d_bench", REPO / "benchmarks" / "uda_em2d.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("uda_em2d")
 
 
 @pytest.mark.slow

@@ -110,23 +110,45 @@ def in_memory_job(source, net, out_path: Path, uint8: bool):
     prediction store's chunks (one channel per chunk) and zarr's default codec, every chunk written once."""
     import torch
     import zarr
-    from monai.inferers import sliding_window_inference
 
-    x = torch.from_numpy(np.asarray(source[:], dtype=np.float32))[None, None]
-    with torch.inference_mode():
-        out = sliding_window_inference(x, ROI, BATCH, net, overlap=OVERLAP, mode="gaussian")[0]
-        if uint8:
-            out = torch.round(torch.softmax(out, dim=0) * 255).to(torch.uint8)
-    values = out.numpy()
+    values = swi(torch.from_numpy(np.asarray(source[:], dtype=np.float32))[None, None], net, uint8)[0].numpy()
     arr = zarr.create_array(str(out_path), shape=values.shape, chunks=(1, *CHUNKS), dtype=values.dtype)
     arr.with_config({"write_empty_chunks": True})[:] = values
     return values
 
 
+def swi(x, net, uint8: bool):
+    """(a): MONAI's sliding window on the in-memory tensor; with ``uint8`` followed by softmax and rounding."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    with torch.inference_mode():
+        out = sliding_window_inference(x, ROI, BATCH, net, overlap=OVERLAP, mode="gaussian")
+        return torch.round(torch.softmax(out, dim=1) * 255).to(torch.uint8) if uint8 else out
+
+
+def merge(inferer, x, net):
+    """(d): MONAI's ``PatchInferer`` (splitter + ``ZarrAvgMerger``) on the in-memory tensor."""
+    import torch
+
+    with torch.inference_mode():
+        return inferer(x, net)
+
+
+def timed(times: dict[str, list[float]], key: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``; its wall-clock and CPU seconds are appended to ``times[key + "_s"]`` and
+    ``times[key + "_cpu_s"]``."""
+    t, c = time.perf_counter(), cpu_s()
+    result = fn(*args, **kwargs)
+    times.setdefault(f"{key}_s", []).append(time.perf_counter() - t)
+    times.setdefault(f"{key}_cpu_s", []).append(cpu_s() - c)
+    return result
+
+
 def time_models(vol: np.ndarray, workdir: Path, repeats: int = REPEATS) -> list[dict]:
     import torch
     import zarr
-    from monai.inferers import PatchInferer, SlidingWindowSplitter, ZarrAvgMerger, sliding_window_inference
+    from monai.inferers import PatchInferer, SlidingWindowSplitter, ZarrAvgMerger
 
     from mtbio.inference.predict import predict_volume
 
@@ -143,47 +165,28 @@ def time_models(vol: np.ndarray, workdir: Path, repeats: int = REPEATS) -> list[
         tag = len(rows)
         kw = dict(roi_size=ROI, overlap=OVERLAP, batch_size=BATCH, chunks=CHUNKS, device="cpu")
         for rep in range(repeats):
-            t, c = time.perf_counter(), cpu_s()
-            with torch.inference_mode():
-                ref = sliding_window_inference(x, ROI, BATCH, net, overlap=OVERLAP, mode="gaussian")
-            times.setdefault("in_memory_s", []).append(time.perf_counter() - t)
-            times.setdefault("in_memory_cpu_s", []).append(cpu_s() - c)
-
-            t, c = time.perf_counter(), cpu_s()
-            job = in_memory_job(source, net, workdir / f"{tag}-{rep}-job.zarr", uint8=False)
-            times.setdefault("in_memory_job_s", []).append(time.perf_counter() - t)
-            times.setdefault("in_memory_job_cpu_s", []).append(cpu_s() - c)
-
-            t, c = time.perf_counter(), cpu_s()
-            out = predict_volume(net, source, workdir / f"{tag}-{rep}.zarr", **kw)
-            times.setdefault("mtbio_s", []).append(time.perf_counter() - t)
-            times.setdefault("mtbio_cpu_s", []).append(cpu_s() - c)
-
+            ref = timed(times, "in_memory", swi, x, net, uint8=False)
+            job = timed(times, "in_memory_job", in_memory_job, source, net, workdir / f"{tag}-{rep}-job.zarr", False)
+            out = timed(times, "mtbio", predict_volume, net, source, workdir / f"{tag}-{rep}.zarr", **kw)
             if build is tiny_anchor:
-                t, c = time.perf_counter(), cpu_s()
-                predict_volume(net, source, workdir / f"{tag}-{rep}-nocarry.zarr", carry=False, **kw)
-                times.setdefault("mtbio_no_carry_s", []).append(time.perf_counter() - t)
-                times.setdefault("mtbio_no_carry_cpu_s", []).append(cpu_s() - c)
-
+                no_carry = workdir / f"{tag}-{rep}-nocarry.zarr"
+                timed(times, "mtbio_no_carry", predict_volume, net, source, no_carry, carry=False, **kw)
             # the product's default output: softmax probabilities stored as uint8 = round(p * 255), against the
             # same post-processing of the in-memory result
-            t, c = time.perf_counter(), cpu_s()
-            with torch.inference_mode():
-                ref_u8 = sliding_window_inference(x, ROI, BATCH, net, overlap=OVERLAP, mode="gaussian")
-                ref_u8 = torch.round(torch.softmax(ref_u8, dim=1) * 255).to(torch.uint8)
-            times.setdefault("in_memory_uint8_s", []).append(time.perf_counter() - t)
-            times.setdefault("in_memory_uint8_cpu_s", []).append(cpu_s() - c)
-
-            t, c = time.perf_counter(), cpu_s()
-            job_u8 = in_memory_job(source, net, workdir / f"{tag}-{rep}-job-u8.zarr", uint8=True)
-            times.setdefault("in_memory_job_uint8_s", []).append(time.perf_counter() - t)
-            times.setdefault("in_memory_job_uint8_cpu_s", []).append(cpu_s() - c)
-
-            t, c = time.perf_counter(), cpu_s()
-            out_u8 = predict_volume(net, source, workdir / f"{tag}-{rep}-u8.zarr", activation="softmax", **kw)
-            times.setdefault("mtbio_uint8_s", []).append(time.perf_counter() - t)
-            times.setdefault("mtbio_uint8_cpu_s", []).append(cpu_s() - c)
-
+            ref_u8 = timed(times, "in_memory_uint8", swi, x, net, uint8=True)
+            job_u8 = timed(
+                times, "in_memory_job_uint8", in_memory_job, source, net, workdir / f"{tag}-{rep}-job-u8.zarr", True
+            )
+            out_u8 = timed(
+                times,
+                "mtbio_uint8",
+                predict_volume,
+                net,
+                source,
+                workdir / f"{tag}-{rep}-u8.zarr",
+                activation="softmax",
+                **kw,
+            )
             stores = workdir / f"merger-{tag}-{rep}"
             stores.mkdir()
             inferer = PatchInferer(
@@ -194,11 +197,7 @@ def time_models(vol: np.ndarray, workdir: Path, repeats: int = REPEATS) -> list[
                 value_store=str(stores / "values.zarr"),
                 count_store=str(stores / "counts.zarr"),
             )
-            t, c = time.perf_counter(), cpu_s()
-            with torch.inference_mode():
-                inferer(x, net)
-            times.setdefault("patchinferer_zarravgmerger_s", []).append(time.perf_counter() - t)
-            times.setdefault("patchinferer_zarravgmerger_cpu_s", []).append(cpu_s() - c)
+            timed(times, "patchinferer_zarravgmerger", merge, inferer, x, net)
         if not (np.array_equal(job, ref[0].numpy()) and np.array_equal(job_u8, ref_u8[0].numpy())):
             raise SystemExit("internal error: the in-memory job's result differs from the in-memory call's")
         err = float(np.abs(np.asarray(out[:]) - ref[0].numpy()).max())

@@ -175,12 +175,11 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
                     first_read.set()
                     if not _put(read_q, (task, rows, data), halt):
                         return
+            _put(read_q, _DONE, halt)
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
-            first_read.set()
             _put(read_q, err, halt)
-            return
-        first_read.set()
-        _put(read_q, _DONE, halt)
+        finally:  # also when stopped or failed before any read: the writer must not wait for ever
+            first_read.set()
 
     def writer() -> None:
         array = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 
 import dask.array as da
 import h5py
@@ -123,6 +124,39 @@ def test_a_run_stopped_before_its_first_block_leaves_an_empty_resumable_store(tm
     resumed = predict_volume(net, vol, out, resume=True, **kw)
     ref = predict_volume(net, vol, tmp_path / "ref.zarr", **kw)
     assert np.array_equal(np.asarray(resumed[:]), np.asarray(ref[:]))
+
+
+class _SlowToOpen:
+    """A numpy volume whose ``chunks`` (asked for when the reader thread starts) take a while: the run is stopped
+    before the reader looks at its first task."""
+
+    def __init__(self, data):
+        self.data, self.shape, self.dtype = data, data.shape, data.dtype
+
+    @property
+    def chunks(self):
+        if threading.current_thread().name == "mtbio-reader":
+            time.sleep(0.5)
+        return None
+
+    def __getitem__(self, index):
+        return self.data[index]
+
+
+def test_a_stop_before_the_reader_starts_does_not_leave_the_writer_waiting(tmp_path):
+    vol = _vol((12, 20, 20))
+    out = tmp_path / "p.zarr"
+    run = threading.Thread(
+        target=predict_volume,
+        args=(tiny_unet(3), _SlowToOpen(vol), out),
+        kwargs=dict(roi_size=(8, 16, 16), chunks=(4, 20, 20), stop=lambda: True),
+        daemon=True,
+    )
+    run.start()
+    run.join(timeout=15)
+    assert not run.is_alive(), "predict_volume hung: the writer waited for a first read that never came"
+    store = open_prediction_store(out, require_complete=False)  # the store was still created, empty and resumable
+    assert not store.complete and json.loads((out / LEDGER_NAME).read_text())["done"] == []
 
 
 class Zeros(torch.nn.Module):

@@ -255,17 +255,17 @@ def _trainer(
 def _pretrained(args: argparse.Namespace, src: Any, tgt: Any, seed: int) -> dict[str, Any]:
     """The source-only network of ``seed`` after ``--pretrain`` iterations (its EMA teacher's weights), trained
     once per seed with crop seed ``PRETRAIN_SEED_OFFSET + seed`` and cached as ``OUT/pretrain/seed<k>.pt``."""
-    import torch
 
+    from mtbio.networks.weights import read_weights
     from mtbio.uda.config import UDAConfig
     from mtbio.uda.experiment import save_weights, timed_fit
 
     path = args.out / "pretrain" / f"seed{seed}.pt"  # outside checkpoints/, which --eval-only scores
     if path.exists():
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        if payload["meta"].get("iterations") == args.pretrain:
+        record = read_weights(path)
+        if record.extra.get("iterations") == args.pretrain:
             print(f"[pretrain] seed {seed}: reusing {path}", flush=True)
-            return payload["teacher"]
+            return record.teacher
     trainer = _trainer(args, UDAConfig(strategy="source_only"), args.pretrain, PRETRAIN_SEED_OFFSET + seed, src, tgt)
     _attach_progress(trainer, "pretrain", seed, args.log_every)
     sec = timed_fit(trainer)

@@ -163,7 +163,9 @@ def train(
         )
         if pretrained is None:  # stopped early (stop_after): the next call resumes the pre-training
             return {}
-        init_state = torch.load(pretrained, map_location="cpu", weights_only=False)["teacher"]
+        from mtbio.networks.weights import read_weights
+
+        init_state = read_weights(pretrained).teacher
     finished: dict[str, Path] = {}
     for strategy in strategies:
         config = _uda_config(uda, strategy)

@@ -127,19 +127,14 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def _init_state(path: Path, network: str) -> dict[str, Any]:
-    """The teacher weights of a ``final.pt`` written by ``mtbio train`` (or any :func:`save_weights` file)."""
-    import torch
+    """The teacher weights of a weights file (``final.pt`` of ``mtbio train``, a training checkpoint or a plain
+    ``state_dict``), read with ``weights_only=True``."""
+    from mtbio.networks.weights import read_weights
 
-    if not path.is_file():
-        raise FileNotFoundError(f"--init-weights: {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        state, meta = payload["teacher"], payload.get("meta", {})
-    except Exception as err:  # not a torch file, or not ours
-        raise ValueError(f"--init-weights: {path} is not a weights file of mtbio train ({err})") from err
-    if meta.get("network") not in (None, network):
-        raise ValueError(f"--init-weights: {path} holds a {meta['network']!r} network, this run builds {network!r}")
-    return state
+    record = read_weights(path)
+    if record.network not in (None, network):
+        raise ValueError(f"--init-weights: {path} holds a {record.network!r} network, this run builds {network!r}")
+    return record.teacher
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,21 +26,11 @@ def model_hash(network: torch.nn.Module) -> str:
 
 
 def _state_dict(checkpoint: str | os.PathLike) -> Mapping[str, torch.Tensor]:
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the path
-        raise ValueError(f"{path}: not a readable torch checkpoint ({err})") from err
-    if isinstance(payload, Mapping):
-        for key in ("state_dict", "model", "network", "teacher", "student"):
-            if key in payload and isinstance(payload[key], Mapping):
-                payload = payload[key]
-                break
-    if not isinstance(payload, Mapping) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
-        raise ValueError(f"{path}: checkpoint holds no state dict of tensors")
-    return payload
+    """The teacher weights of any weights file :func:`mtbio.networks.weights.read_weights` reads (the record, a
+    training checkpoint, a plain ``state_dict``), loaded with ``weights_only=True``."""
+    from mtbio.networks.weights import read_weights
+
+    return read_weights(checkpoint).teacher
 
 
 def load_state(network: torch.nn.Module, checkpoint: str | os.PathLike) -> torch.nn.Module:

@@ -18,6 +18,7 @@ import torch
 
 from mtbio.data.sampling import SOURCE_STREAM, TARGET_STREAM, CropSampler
 from mtbio.networks import get_network
+from mtbio.networks.weights import read_weights, record_from_meta, write_weights
 from mtbio.uda.config import UDAConfig
 from mtbio.uda.strategy import strategy_spec
 from mtbio.uda.trainer import UDATrainer
@@ -154,36 +155,36 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 
 def save_weights(trainer: UDATrainer, path: str | Path, meta: Mapping[str, Any]) -> None:
-    """Save the teacher's and student's weights plus ``meta`` (network name/kwargs, config...) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "teacher": trainer.teacher.module.state_dict(),
-        "student": trainer.student.state_dict(),
-        "iteration": int(trainer.state.iteration),
-        "meta": dict(meta),
-    }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """Save the teacher's and student's weights with ``meta`` as one :class:`~mtbio.networks.weights.WeightsRecord`
+    (atomically; known ``meta`` keys become the record's fields, see
+    :func:`~mtbio.networks.weights.record_from_meta`)."""
+    record = record_from_meta(
+        trainer.teacher.module.state_dict(), trainer.student.state_dict(), int(trainer.state.iteration), meta
+    )
+    write_weights(record, path)
 
 
 def load_weights(path: str | Path, which: str = "teacher") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the network saved by :func:`save_weights` and load the ``teacher`` (default) or ``student`` weights.
+    """Rebuild the network of a weights file (any version :func:`~mtbio.networks.weights.read_weights` reads,
+    loaded with ``weights_only=True``) with its ``teacher`` (default) or ``student`` weights.
 
     Returns:
-        ``(network in eval mode, meta)``.
+        ``(network in eval mode, record as a plain dict without the weights)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a weights file, no ``which`` weights, or a file that names no mtbio network.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if which not in ("teacher", "student") or which not in payload:
-        raise ValueError(f"{path}: no {which!r} weights (keys: {sorted(payload)})")
-    meta = payload["meta"]
-    net = get_network(meta["network"], meta["spatial_dims"], **meta.get("network_kwargs", {}))
-    net.load_state_dict(payload[which])
-    return net.eval(), meta
+    if which not in ("teacher", "student"):
+        raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+    record = read_weights(path)
+    if which == "student":
+        if record.student is None:
+            raise ValueError(f"{path}: no 'student' weights")
+        record.teacher = record.student
+    net = record.build_network(path)
+    meta = {k: v for k, v in record.to_payload().items() if k not in ("teacher", "student")}
+    return net, meta
 
 
 def git_hash(repo: str | Path | None = None) -> str | None:

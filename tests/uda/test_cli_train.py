@@ -51,14 +51,14 @@ def test_train_writes_run_dir_and_resume_is_exact(tmp_path: Path):
     assert (out / "config.json").is_file() and (out / "final.pt").is_file()
     history = json.loads((out / "validation.json").read_text())
     assert history[-1]["iteration"] == 4 and set(history[-1]) >= {"mAP", "F1", "MCC", "IoU"}
-    final = torch.load(out / "final.pt", weights_only=False)
+    final = torch.load(out / "final.pt", weights_only=True)
     # simulate an interruption after iteration 2: drop everything written later, then --resume
     for f in out.glob("checkpoint_*"):
         if "iteration=2" not in f.name:
             f.unlink()
     (out / "final.pt").unlink()
     assert main(_args(p, out, "--resume")) == 0
-    resumed = torch.load(out / "final.pt", weights_only=False)
+    resumed = torch.load(out / "final.pt", weights_only=True)
     for k, v in final["teacher"].items():
         if torch.is_tensor(v) and v.is_floating_point():
             assert torch.allclose(v, resumed["teacher"][k], atol=1e-6), k
@@ -90,10 +90,10 @@ def test_init_weights_starts_from_an_earlier_run(tmp_path: Path, capsys):
     p = _write(tmp_path)
     first = tmp_path / "source_only"
     assert main(_args(p, first, "--strategy", "source_only")) == 0
-    start = torch.load(first / "final.pt", weights_only=False)["teacher"]
+    start = torch.load(first / "final.pt", weights_only=True)["teacher"]
     second = tmp_path / "masktwins"
     assert main(_args(p, second, "--init-weights", str(first / "final.pt"), "--lr", "1e-30")) == 0
-    final = torch.load(second / "final.pt", weights_only=False)
+    final = torch.load(second / "final.pt", weights_only=True)
     assert json.loads((second / "config.json").read_text())["init_weights"] == str(first / "final.pt")
     for k, v in start.items():
         if v.is_floating_point() and "running" not in k:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 #: sub-command modules, in the order ``mtbio --help`` lists them
-COMMANDS = ("synth", "train", "predict", "evaluate", "demo")
+COMMANDS = ("synth", "train", "predict", "evaluate", "score", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -171,7 +171,7 @@ def check_tiff(tif: Any, path: Path) -> Any:
     if declared is not None:
         raise VolumeError(
             path,
-            f"TIF is truncated or corrupt: {declared} but only {n_pages} readable page(s) "
+            f"TIF is truncated or corrupt: {declared} but the file holds {n_pages} readable page(s) "
             f"forming {tuple(series.shape)} were found",
         )
     if n_pages > planes:

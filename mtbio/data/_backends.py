@@ -575,7 +575,7 @@ class LabelBackend(Backend):
         data = self.inner.read(full)
         if data.dtype == np.bool_ and not self.color:
             return data
-        return rule.apply(data[..., :3].max(axis=-1) if self.color else data)
+        return rule.apply(np.maximum(np.maximum(data[..., 0], data[..., 1]), data[..., 2]) if self.color else data)
 
     def close(self) -> None:
         self.inner.close()

@@ -113,6 +113,23 @@ class LabelValues:
             a = a.view(np.uint8)
         if a.dtype.kind not in "uif":
             raise ValueError(f"label arrays must be bool, integer or float, got dtype {array.dtype}")
+        if a.dtype == np.uint8:  # one pass: everything follows from the histogram
+            hist = np.bincount(a.ravel(), minlength=256).astype(np.int64)
+            present = np.flatnonzero(hist)
+            if present.size == 0:
+                return cls(kind="i")
+            nonzero = int(a.size - hist[0])
+            return cls(
+                kind="i",
+                size=int(a.size),
+                lo=float(present[0]),
+                hi=float(present[-1]),
+                distinct=frozenset(float(v) for v in present) if len(present) <= 3 else None,
+                hist=hist,
+                nonzero=nonzero,
+                above_127=int(hist[128:].sum()),
+                at_least_half=nonzero,
+            )
         kind = "f" if a.dtype.kind == "f" else "i"
         nan = int(np.count_nonzero(np.isnan(a))) if kind == "f" else 0
         finite = a[~np.isnan(a)] if nan else a
@@ -224,7 +241,8 @@ def decide_rule(values: LabelValues, where: str | os.PathLike | None = None) -> 
 
 def _reduce_color(array: np.ndarray) -> np.ndarray:
     """``(..., 3|4)`` -> ``(...)``: the brightest of R, G, B; alpha is dropped."""
-    return np.asarray(array)[..., :3].max(axis=-1)
+    a = np.asarray(array)
+    return np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2])
 
 
 def _single_valued(image: np.ndarray | Any, color: bool | None) -> np.ndarray:

@@ -89,11 +89,12 @@ def _table(result: Any, per_section: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtbio.data.labels import open_label_volume
+    from mtbio.data.labels import foreground_fraction, open_label_volume
     from mtbio.metrics.em import evaluate
 
     prob, recorded = _open_prediction(args.pred, args.key)
     label = open_label_volume(args.label, key=args.label_key)
+    print(f"{args.label}: label foreground fraction {foreground_fraction(label):.4f}", file=sys.stderr)
     voxel_size = _check_voxel_size(args.voxel_size, recorded, len(prob.shape), args.pred)
     result = evaluate(prob, label, threshold=args.threshold, name=str(args.pred), label_name=str(args.label))
     if args.json:

@@ -109,11 +109,13 @@ def _as_zyx(volume: Any, name: str) -> Any:
 def _open(spec: str | None, label: bool, name: str) -> Any:
     if spec is None:
         return None
-    from mtbio.data.labels import open_label_volume
+    from mtbio.data.labels import foreground_fraction, open_label_volume
     from mtbio.data.volumes import open_volume
 
     path, key = split_key(spec)
     vol = open_label_volume(path, key) if label else open_volume(path, key)
+    if label:
+        print(f"{name} {spec}: label foreground fraction {foreground_fraction(vol):.4f}")
     return _as_zyx(vol, f"{name} {spec}")
 
 

@@ -7,7 +7,7 @@ Importing this package is light: the format libraries (zarr, h5py, tifffile, nib
 from __future__ import annotations
 
 from mtbio.data.errors import VolumeError
-from mtbio.data.labels import binarize_label, open_label_volume, read_label_image
+from mtbio.data.labels import binarize_label, foreground_fraction, open_label_volume, read_label_image
 from mtbio.data.sources import SOURCES, DatasetSplit, load_split
 from mtbio.data.volumes import Volume, check_same_shape, open_volume
 
@@ -18,6 +18,7 @@ __all__ = [
     "VolumeError",
     "binarize_label",
     "check_same_shape",
+    "foreground_fraction",
     "load_split",
     "open_label_volume",
     "open_volume",

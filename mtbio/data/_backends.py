@@ -72,7 +72,7 @@ def image_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
+                series = check_tiff(tif, path)
                 shape, dtype, axes = tuple(series.shape), np.dtype(series.dtype), series.axes
             if axes not in ("YX", "YXS"):
                 raise VolumeError(path, f"is a TIF with axes {axes} {shape}: a section file must hold one 2D image")
@@ -97,15 +97,105 @@ def read_image_file(path: Path) -> np.ndarray:
         if _is_tif(path):
             import tifffile
 
-            data = tifffile.imread(path, series=0)
+            with tifffile.TiffFile(path) as tif:
+                data = check_tiff(tif, path).asarray()
         else:
             from PIL import Image
 
             with Image.open(path) as im:
                 data = np.asarray(im)
+    except VolumeError:
+        raise
     except Exception as err:  # noqa: BLE001 - corrupt or truncated file
         raise VolumeError(path, f"cannot read image: {type(err).__name__}: {err}") from err
     return _native(data)
+
+
+def region(index: tuple[int | slice, ...]) -> str:
+    """``(slice(0, 4, 1), 2)`` -> ``"[0:4, 2]"``: the region of a backend read, for error messages."""
+    parts = []
+    for i in index:
+        if isinstance(i, slice):
+            parts.append(f"{i.start}:{i.stop}" + (f":{i.step}" if i.step not in (None, 1) else ""))
+        else:
+            parts.append(str(i))
+    return "[" + ", ".join(parts) + "]"
+
+
+def read_failed(where: Any, index: tuple[int | slice, ...], err: BaseException) -> VolumeError:
+    """The :class:`VolumeError` for a read of ``index`` that raised ``err`` (a corrupt chunk, a truncated page)."""
+    return VolumeError(where, f"cannot read region {region(index)}: {type(err).__name__}: {err}")
+
+
+def check_tiff(tif: Any, path: Path) -> Any:
+    """The one image series of an open ``tifffile.TiffFile`` after checking it against the file itself.
+
+    Raises :class:`VolumeError` naming ``path`` when the TIF holds no or several series, its page chain points
+    past the end of the file (cut after a page), a page's pixel data ends past the end of the file (cut inside
+    a page), its shaped description or ImageJ ``images=`` declares more planes than the series holds, or the
+    file has more pages than the series covers (a multi-page stack that would otherwise read as one image).
+    """
+    import struct
+
+    if not tif.series:
+        raise VolumeError(path, "not a readable TIF: it holds no image")
+    if len(tif.series) != 1:
+        shapes = [tuple(se.shape) for se in tif.series]
+        raise VolumeError(path, f"TIF holds {len(shapes)} image series {shapes}: expected one stack")
+    series, fh = tif.series[0], tif.filehandle
+    size = fh.size
+    n_pages = len(tif.pages)
+    next_at = tif.pages.next_page_offset
+    if next_at is not None:
+        offsetsize = tif.tiff.offsetsize
+        if next_at + offsetsize > size:
+            raise VolumeError(path, f"TIF is truncated: page {n_pages}'s directory ends past the end of the file")
+        fh.seek(next_at)
+        following = struct.unpack(tif.tiff.offsetformat, fh.read(offsetsize))[0]
+        if following >= size:
+            raise VolumeError(
+                path,
+                f"TIF is truncated after page {n_pages}: the next page starts at byte {following}, the file "
+                f"has {size} bytes",
+            )
+    page_shape = tuple(series.keyframe.shape)
+    planes = int(np.prod(series.shape, dtype=np.int64)) // max(int(np.prod(page_shape, dtype=np.int64)), 1)
+    declared = None
+    if tif.is_shaped and tif.shaped_metadata and "shape" in tif.shaped_metadata[0]:
+        shaped = tuple(tif.shaped_metadata[0]["shape"])
+        if int(np.prod(shaped, dtype=np.int64)) != int(np.prod(series.shape, dtype=np.int64)):
+            declared = f"its description declares shape {shaped}"
+    images = (tif.imagej_metadata or {}).get("images")
+    if images is not None and int(images) != planes:
+        declared = f"its ImageJ metadata declares images={images}"
+    if declared is not None:
+        raise VolumeError(
+            path,
+            f"TIF is truncated or corrupt: {declared} but the file holds {n_pages} readable page(s) "
+            f"forming {tuple(series.shape)} were found",
+        )
+    if n_pages > planes:
+        raise VolumeError(
+            path,
+            f"TIF has {n_pages} pages but its image series {tuple(series.shape)} ({series.axes}) covers only "
+            f"{planes}: pages differ or the metadata is wrong; mtbio will not read part of a stack",
+        )
+    if series.dataoffset is not None:
+        needed = series.dataoffset + int(np.prod(series.shape, dtype=np.int64)) * np.dtype(series.dtype).itemsize
+        if needed > size:
+            raise VolumeError(
+                path, f"TIF is truncated: its {tuple(series.shape)} pixels need {needed} bytes, the file has {size}"
+            )
+    else:
+        for i, page in enumerate(series.pages):
+            if page is None:
+                continue
+            ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c]
+            if ends and max(ends) > size:
+                raise VolumeError(
+                    path, f"TIF is truncated: page {i}'s pixel data ends at byte {max(ends)}, the file has {size}"
+                )
+    return series
 
 
 class Backend:
@@ -172,12 +262,7 @@ class TiffBackend(Backend):
 
         try:
             with tifffile.TiffFile(path) as tif:
-                if not tif.series:
-                    raise VolumeError(path, "not a readable TIF: it holds no image")
-                if len(tif.series) != 1:
-                    shapes = [tuple(s.shape) for s in tif.series]
-                    raise VolumeError(path, f"TIF holds {len(shapes)} image series {shapes}: expected one stack")
-                series = tif.series[0]
+                series = check_tiff(tif, path)
                 shape, dtype, tif_axes = tuple(series.shape), np.dtype(series.dtype), series.axes.upper()
                 paged = len(shape) == 3 and len(series.pages) == shape[0] > 1
                 mode = "memmap" if series.dataoffset is not None else ("pages" if paged else "whole")
@@ -192,6 +277,14 @@ class TiffBackend(Backend):
         return cls(path, shape, dtype, mode), axes, voxel
 
     def read(self, index: tuple[int | slice, ...]) -> np.ndarray:
+        try:
+            return self._read(index)
+        except VolumeError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a page that fails to decode, a file cut after opening
+            raise read_failed(self.path, index, err) from err
+
+    def _read(self, index: tuple[int | slice, ...]) -> np.ndarray:
         import tifffile
 
         if self.mode == "memmap":
@@ -292,7 +385,10 @@ class H5Backend(Backend):
             import h5py
 
             self._handle = h5py.File(self.path, "r")
-        return self._handle[self.key][index]
+        try:
+            return self._handle[self.key][index]
+        except Exception as err:  # noqa: BLE001 - a chunk that fails to decode (corrupt or cut file)
+            raise read_failed(f"{self.path}[{self.key}]", index, err) from err
 
 
 class ZarrBackend(Backend):
@@ -358,7 +454,10 @@ class ZarrBackend(Backend):
 
             node = zarr.open(str(self.path), mode="r")
             self._handle = node if self.key is None else node[self.key]
-        return np.asarray(self._handle[index])
+        try:  # a missing chunk reads as fill_value (zarr's design); a chunk that fails to decode raises
+            return np.asarray(self._handle[index])
+        except Exception as err:  # noqa: BLE001 - named with the store and region
+            raise read_failed(f"{self.path}[{self.key}]" if self.key else self.path, index, err) from err
 
 
 def _multiscale(attrs: dict[str, Any]) -> dict[str, Any] | None:
@@ -421,7 +520,10 @@ class NiftiBackend(Backend):
             import nibabel
 
             self._handle = nibabel.load(str(self.path)).dataobj
-        return np.ascontiguousarray(np.asarray(self._handle[index[::-1]]).T)
+        try:
+            return np.ascontiguousarray(np.asarray(self._handle[index[::-1]]).T)
+        except Exception as err:  # noqa: BLE001 - a cut or corrupt file
+            raise read_failed(self.path, index, err) from err
 
     def close(self) -> None:
         self._handle = None
@@ -449,16 +551,31 @@ class ViewBackend(Backend):
 
 
 class LabelBackend(Backend):
-    """Applies the label rule to every read of another backend (dropping a trailing RGB(A) axis when ``color``)."""
+    """Applies the label rule to every read of a single-array backend (dropping a trailing RGB(A) axis when
+    ``color``); the threshold is decided once for the whole array, on the first read
+    (:func:`mtbio.data.labels.scan_label_backend`)."""
 
-    def __init__(self, inner: Backend, *, color: bool, rule: Callable[..., np.ndarray]) -> None:
-        self.inner, self.color, self.rule = inner, color, rule
+    def __init__(self, inner: Backend, *, color: bool, where: Any) -> None:
+        self.inner, self.color, self.where = inner, color, where
         self.shape = tuple(inner.shape[:-1]) if color else tuple(inner.shape)
         self.dtype = np.dtype(bool)
+        self._rule: Any = None
+
+    def decided(self) -> Any:
+        """The :class:`mtbio.data.labels.LabelRule` of the whole array (scanned on the first call)."""
+        if self._rule is None:
+            from mtbio.data.labels import scan_label_backend
+
+            self._rule = scan_label_backend(self.inner, self.color, self.where)
+        return self._rule
 
     def read(self, index: tuple[int | slice, ...]) -> np.ndarray:
+        rule = self.decided()
         full = (*index, slice(0, self.inner.shape[-1], 1)) if self.color else index
-        return self.rule(self.inner.read(full), color=self.color)
+        data = self.inner.read(full)
+        if data.dtype == np.bool_ and not self.color:
+            return data
+        return rule.apply(np.maximum(np.maximum(data[..., 0], data[..., 1]), data[..., 2]) if self.color else data)
 
     def close(self) -> None:
         self.inner.close()

@@ -264,7 +264,7 @@ def open_any(
     path: str | os.PathLike, key: str | None = None, *, voxel_size: Sequence[float] | None = None, label: bool
 ) -> Volume:
     """:func:`open_volume` (``label=False``) or :func:`mtbio.data.labels.open_label_volume` (``label=True``)."""
-    from mtbio.data.labels import binarize_label, read_label_image
+    from mtbio.data.labels import read_label_image
 
     p = Path(path)
     if not p.exists():
@@ -307,7 +307,7 @@ def open_any(
         )
     if label:
         color = axes[-1] == "c" and backend.shape[-1] in (3, 4)
-        backend = LabelBackend(backend, color=color, rule=binarize_label)
+        backend = LabelBackend(backend, color=color, where=f"{p}[{key}]" if key else p)
         axes = axes[:-1] if color else axes
     if voxel_size is None:
         voxel_size = file_voxel

@@ -74,14 +74,19 @@ def _is_zarr_dir(path: Path) -> bool:
 
 
 def _tiff_is_2d(path: Path) -> bool:
-    """True for a TIFF of one 2D (Y, X) or (Y, X, RGB[A]) page; unreadable TIFFs count as volumes (and fail later)."""
+    """True for a TIFF of one 2D (Y, X) or (Y, X, RGB[A]) page; unreadable TIFFs count as volumes (and fail later).
+
+    A truncated multi-page TIFF (one readable page left) is unreadable here, not 2D: it is listed as a stack and
+    fails with the reader's error instead of vanishing from the batch as a stray section image."""
     try:
         import tifffile
+
+        from mtbio.data._backends import check_tiff
 
         with tifffile.TiffFile(path) as tif:
             if len(tif.pages) != 1:
                 return False
-            shape = tif.series[0].shape
+            shape = check_tiff(tif, path).shape
     except Exception:  # noqa: BLE001 - an unreadable file is reported when it is predicted
         return False
     return len(shape) == 2 or (len(shape) == 3 and shape[-1] in (3, 4))

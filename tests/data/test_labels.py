@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import h5py
 import numpy as np
 import pytest
@@ -10,8 +12,14 @@ from PIL import Image
 
 from mtbio.data import volumes
 from mtbio.data.errors import VolumeError
-from mtbio.data.labels import binarize_label, open_label_volume, read_label_image, rgb_to_grey
-from tests.data.volume_helpers import labelled_section, save_label_png
+from mtbio.data.labels import (
+    binarize_label,
+    foreground_fraction,
+    open_label_volume,
+    read_label_image,
+    rgb_to_grey,
+)
+from tests.data.volume_helpers import labelled_section, save_label_png, write_png_sections
 
 # ------------------------------------------------------------------------------------------------ crafted arrays
 
@@ -35,8 +43,51 @@ def test_rgba_with_opaque_alpha_is_not_all_foreground():
 
 
 def test_anti_aliased_edges_threshold_at_127():
-    grey = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    np.testing.assert_array_equal(binarize_label(grey), grey >= 128)
+    mask = labelled_section((40, 40), seed=7)
+    grey = np.where(mask, 255, 0).astype(np.uint8)
+    grey[mask & ~np.roll(mask, 1, axis=1)] = 200  # anti-aliased foreground edge
+    grey[~mask & np.roll(mask, -1, axis=1)] = 1  # faint background edge (VNC III has 1..254)
+    grey[0, 0] = 100  # one mid-grey background pixel
+    np.testing.assert_array_equal(binarize_label(grey), grey > 127)
+    np.testing.assert_array_equal(binarize_label(grey), mask & (grey > 127))
+
+
+def test_vnc3_section_15_values_0_1_255_read_as_greyscale():
+    grey = np.zeros((8, 8), np.uint8)
+    grey[2:6, 2:6] = 255
+    grey[1, 3] = 1  # VNC III section 15 holds exactly {0, 1, 255}
+    np.testing.assert_array_equal(binarize_label(grey), grey == 255)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "int32", "int64", "float32"])
+def test_zero_one_masks_in_any_dtype(dtype):
+    mask = labelled_section((20, 20), seed=8)
+    np.testing.assert_array_equal(binarize_label(mask.astype(dtype)), mask)
+
+
+@pytest.mark.parametrize("value", [1, 100, 255])
+def test_two_valued_uint8_masks_read_by_value_not_threshold(value):
+    mask = labelled_section((20, 20), seed=9)
+    np.testing.assert_array_equal(binarize_label(np.where(mask, value, 0).astype(np.uint8)), mask)
+
+
+def test_uint8_instance_ids_are_foreground():
+    ids = np.zeros((10, 10), np.uint8)
+    ids[1:3, 1:3], ids[5:8, 5:8], ids[0, 9] = 1, 2, 3  # a few small ids: no 255
+    np.testing.assert_array_equal(binarize_label(ids), ids != 0)
+
+
+def test_instance_map_with_ids_up_to_255_is_not_thresholded():
+    ids = np.repeat(np.arange(256, dtype=np.uint16), 4).reshape(32, 32)  # ids 1..255, id 255 smallest
+    ids[-1, -3:] = 0
+    np.testing.assert_array_equal(binarize_label(ids), ids != 0)
+
+
+def test_rgb_colour_coded_mask_uses_the_brightest_channel():
+    rgb = np.zeros((6, 6, 3), np.uint8)
+    rgb[1:3, 1:3] = (0, 0, 1)  # luminance 0: a grey conversion would drop it
+    rgb[4:, 4:] = (120, 10, 60)
+    np.testing.assert_array_equal(binarize_label(rgb), rgb.any(axis=-1))
 
 
 def test_bool_and_pil_1bit_read_true_as_foreground():
@@ -53,9 +104,25 @@ def test_wide_integers_are_instance_labels(dtype):
     np.testing.assert_array_equal(binarize_label(instances), instances > 0)
 
 
-def test_float_labels_are_fractions():
-    values = np.array([[0.0, 0.4, 0.6], [1.0, 255.0, 0.5]], np.float32)
-    np.testing.assert_array_equal(binarize_label(values), [[False, False, True], [True, True, False]])
+def test_float_labels_are_fractions_or_whole_numbers():
+    fractions = np.array([[0.0, 0.4, 0.6], [1.0, 0.5, 0.49]], np.float32)
+    np.testing.assert_array_equal(binarize_label(fractions), [[False, False, True], [True, True, False]])
+    whole = np.array([[0.0, 255.0], [255.0, 0.0]], np.float64)
+    np.testing.assert_array_equal(binarize_label(whole), whole > 0)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (np.array([[0.0, 1.7], [-0.3, 2.5]], np.float32), "neither fractions in \\[0, 1\\] nor whole numbers"),
+        (np.array([[0.0, np.nan], [1.0, 0.0]], np.float32), "1 NaN value"),
+        (np.array([[0, -1], [1, 2]], np.int32), "negative values -1..2"),
+        (np.array([[1, 2], [2, 1]], np.uint8), "no 0 background"),
+    ],
+)
+def test_values_the_rule_refuses(values, message):
+    with pytest.raises(VolumeError, match=message):
+        binarize_label(values, where="lab.h5")
 
 
 def test_colour_guess_can_be_overridden():
@@ -142,6 +209,85 @@ def test_single_label_png(tmp_path):
     vol = open_label_volume(tmp_path / "one.png")
     assert vol.shape == (9, 11)
     np.testing.assert_array_equal(vol[...], mask)
+
+
+def _palette_png(path, indices, palette):
+    im = Image.fromarray(indices.astype(np.uint8), mode="L")
+    im = Image.frombytes("P", im.size, im.tobytes())
+    im.putpalette(palette + [0] * (768 - len(palette)))
+    im.save(path)
+    assert Image.open(path).mode == "P"
+
+
+def test_palette_png_is_read_by_index_not_colour(tmp_path):
+    mask = labelled_section((16, 20), seed=11)
+    _palette_png(tmp_path / "dark.png", mask, [0, 0, 0, 1, 1, 1])  # index 1 is nearly black
+    _palette_png(tmp_path / "inverted.png", mask, [255, 255, 255, 0, 0, 0])  # index 0 is white
+    for name in ("dark.png", "inverted.png"):
+        np.testing.assert_array_equal(read_label_image(tmp_path / name), mask)
+    assert not (np.asarray(Image.open(tmp_path / "dark.png").convert("L")) > 127).any()  # the old grey rule: empty
+
+
+def test_zero_one_files_uint8_png_uint16_tif_int64_h5(tmp_path):
+    mask = labelled_section((12, 16), seed=12)
+    Image.fromarray(mask.astype(np.uint8)).save(tmp_path / "01.png")
+    tifffile.imwrite(tmp_path / "01.tif", mask.astype(np.uint16))
+    np.testing.assert_array_equal(read_label_image(tmp_path / "01.png"), mask)
+    np.testing.assert_array_equal(np.asarray(open_label_volume(tmp_path / "01.tif")), mask)
+    stack = np.stack([mask, ~mask, mask]).astype(np.int64)
+    with h5py.File(tmp_path / "01.h5", "w") as f:
+        f["label"] = stack
+    np.testing.assert_array_equal(np.asarray(open_label_volume(tmp_path / "01.h5")), stack.astype(bool))
+
+
+def test_folder_decides_per_file_by_its_values(tmp_path):
+    """VNC III-like: 1-bit, anti-aliased 8-bit, {0, 1} uint8, palette and an all-zero section in one folder."""
+    masks = np.stack([labelled_section((24, 28), seed=20 + s) for s in range(5)])
+    masks[4] = False
+    folder = tmp_path / "lab"
+    save_label_png(folder / "00.png", masks[0], "1")
+    save_label_png(folder / "01.png", masks[1], "L")
+    Image.fromarray(masks[2].astype(np.uint8)).save(folder / "02.png")  # {0, 1} 8-bit
+    _palette_png(folder / "03.png", masks[3], [0, 0, 0, 40, 0, 0])
+    Image.fromarray(np.zeros((24, 28), np.uint8)).save(folder / "04.png")
+    vol = open_label_volume(folder)
+    np.testing.assert_array_equal(np.asarray(vol), masks)
+    assert not vol[4].any()  # the all-zero section stays empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert foreground_fraction(vol) == pytest.approx(masks.mean())
+
+
+def test_volume_is_decided_once_for_the_whole_array(tmp_path):
+    grey = np.zeros((4, 16, 16), np.uint8)
+    grey[0, 4:12, 4:12] = 255
+    grey[0, 3, 4:12] = 40  # a faint anti-aliased edge: background under the > 127 rule
+    with h5py.File(tmp_path / "grey.h5", "w") as f:
+        f["label"] = grey
+    vol = open_label_volume(tmp_path / "grey.h5")
+    patch = vol[0, 2:4, :]  # holds only {0, 40}: a rule decided on the patch would call 40 foreground
+    assert not patch.any()
+    np.testing.assert_array_equal(np.asarray(vol), grey > 127)
+    assert foreground_fraction(vol) == pytest.approx((grey > 127).mean())
+
+
+@pytest.mark.parametrize(("fill", "words"), [(0, "has no foreground"), (255, "is all foreground")])
+def test_degenerate_label_volume_warns_naming_the_file(tmp_path, fill, words):
+    with h5py.File(tmp_path / "flat.h5", "w") as f:
+        f["label"] = np.full((3, 8, 8), fill, np.uint8)
+    vol = open_label_volume(tmp_path / "flat.h5")
+    with pytest.warns(UserWarning, match=rf"flat\.h5\[label\]: label volume {words}"):
+        assert foreground_fraction(vol) == (1.0 if fill else 0.0)
+    folder = tmp_path / "sections"
+    write_png_sections(folder, np.full((2, 8, 8), fill, np.uint8))
+    with pytest.warns(UserWarning, match=rf"sections: label volume {words}"):
+        foreground_fraction(open_label_volume(folder))
+
+
+def test_foreground_fraction_needs_a_label_volume(tmp_path):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"img\.tif: foreground_fraction needs a bool label volume"):
+        foreground_fraction(volumes.open_volume(tmp_path / "img.tif"))
 
 
 # ------------------------------------------------------------------------------------------------------ real data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import h5py
@@ -232,3 +233,52 @@ def test_with_real_predict_volume(tmp_path: Path) -> None:
         net, str(d / "s1.zarr"), ref, roi_size=(4, 8, 8), activation="softmax", chunks=(3, 20, 18), device="cpu"
     )
     np.testing.assert_array_equal(open_prediction_store(second["s1.zarr"].output).array[...], zarr.open(ref)["0"][...])
+
+
+def test_stacks_whose_read_fails_are_failed_never_done(tmp_path: Path) -> None:
+    """A truncated TIF (which tifffile alone reads as one 2D page), a TIF whose page fails to decode mid-run and a
+    zarr with a corrupt chunk are each listed failed with the file named; the good stack is done."""
+    torch = pytest.importorskip("torch")
+    predict_mod = pytest.importorskip("mtbio.inference.predict")
+    d = tmp_path / "stacks"
+    d.mkdir()
+    data = np.random.default_rng(0).random((6, 20, 18), dtype=np.float32)
+    zarr.create_array(str(d / "good.zarr"), shape=data.shape, chunks=(3, 20, 18), dtype=np.float32)[...] = data
+    tifffile.imwrite(d / "cut.tif", (data * 255).astype(np.uint8), imagej=True)
+    with tifffile.TiffFile(d / "cut.tif") as tif:
+        page = tif.pages[0]
+        end = page.dataoffsets[0] + page.databytecounts[0]
+    (d / "cut.tif").write_bytes((d / "cut.tif").read_bytes()[:end])
+    tifffile.imwrite(d / "badpage.tif", (data * 255).astype(np.uint8), compression="zlib")
+    with tifffile.TiffFile(d / "badpage.tif") as tif:
+        offset, count = tif.pages[4].dataoffsets[0], tif.pages[4].databytecounts[0]
+    raw = bytearray((d / "badpage.tif").read_bytes())
+    raw[offset + 10 : offset + count] = b"\0" * (count - 10)
+    (d / "badpage.tif").write_bytes(bytes(raw))
+    bad = zarr.create_array(str(d / "badchunk.zarr"), shape=data.shape, chunks=(3, 20, 18), dtype=np.float32)
+    bad[...] = data
+    (d / "badchunk.zarr" / "c" / "1" / "0" / "0").write_bytes(b"garbage")
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 2, kernel_size=1)
+
+    def run(stack: Path, output: Path, resume: bool) -> None:
+        predict_mod.predict_volume(
+            net, str(stack), output, roi_size=(2, 8, 8), activation="softmax", chunks=(2, 20, 18), device="cpu",
+            resume=resume,
+        )  # fmt: skip
+
+    results = _by_name(predict_many([d], tmp_path / "out", predict_fn=run, progress=False))
+    assert set(results) == {"good.zarr", "cut.tif", "badpage.tif", "badchunk.zarr"}
+    assert results["good.zarr"].status == "done"
+    expected = {
+        "cut.tif": r"VolumeError: .*cut\.tif: TIF is truncated",
+        "badpage.tif": r"VolumeError: .*badpage\.tif: cannot read region",
+        "badchunk.zarr": r"VolumeError: .*badchunk\.zarr: cannot read region",
+    }
+    for name, pattern in expected.items():
+        assert results[name].status == "failed", (name, results[name])
+        assert re.search(pattern, results[name].error), results[name].error
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["counts"] == {"done": 1, "resumed": 0, "skipped": 0, "failed": 3}
+    again = _by_name(predict_many([d], tmp_path / "out", predict_fn=run, progress=False))
+    assert [again[n].status for n in expected] == ["failed"] * 3  # a rerun never turns them into skipped / done

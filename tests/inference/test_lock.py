@@ -52,7 +52,8 @@ def test_a_second_call_on_a_store_being_written_fails_fast_and_names_the_holder(
     first.start()
     _wait_for(lambda: _holder(out).get("pid") == os.getpid())
     start = time.monotonic()
-    with pytest.raises(StoreLockedError, match=rf"p\.zarr: another prediction is writing this store: pid {os.getpid()}"):
+    holder = rf"p\.zarr: another prediction is writing this store: pid {os.getpid()}"
+    with pytest.raises(StoreLockedError, match=holder):
         predict_volume(conv_net(3, seed=1), vol, out, overwrite=True, **KW)
     assert time.monotonic() - start < 2  # before any statistics pass, probe or compute
     first.join()

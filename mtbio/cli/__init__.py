@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     prefer_passive_omp(args.command)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # e.g. for a "resume with: ..." hint
     try:
         result = args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as err:

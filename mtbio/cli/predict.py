@@ -11,10 +11,58 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 DEFAULT_ROI = {2: (256, 256), 3: (32, 128, 128)}
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT / SIGTERM at a block boundary (a KeyboardInterrupt, so batch runs stop too)."""
+
+    def __init__(self, signum: int, output: str | None = None) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.output = output
+
+
+@contextlib.contextmanager
+def graceful_signals() -> Iterator[dict[str, int | None]]:
+    """While active, the first SIGINT / SIGTERM only asks the run to stop (``state["signum"]`` is set; the run
+    finishes the blocks in flight, leaves its store resumable and releases its lock); a second one raises
+    :class:`Interrupted` at once. Off the main thread (where Python allows no handlers) nothing is installed."""
+    state: dict[str, int | None] = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if state["signum"] is not None:
+            raise Interrupted(signum)
+        state["signum"] = signum
+        name = signal.Signals(signum).name
+        print(f"mtbio predict: {name}: stopping after the blocks in flight (send it again to abort)", file=sys.stderr)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def resume_hint(argv: Sequence[str] | None, output: str | None) -> str:
+    """How to resume: the same command with ``--resume`` (and without ``--overwrite``)."""
+    if argv is None:
+        return "rerun the same command with --resume (instead of --overwrite) to finish it"
+    args = [a for a in argv if a not in ("--overwrite", "--resume")]
+    return "resume with:  " + shlex.join(["mtbio", *args, "--resume"])
 
 
 def _normalization(choice: str, roi_dims: int) -> str | None:
@@ -138,12 +186,6 @@ def _single_stack(inputs: list[str]) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from mtbio.inference.distributed import predict_volume_dask
-    from mtbio.inference.mask import write_mask
-    from mtbio.inference.predict import predict_volume
-
     if len(args.paths) < 2:
         raise ValueError("give at least one INPUT and the OUTPUT path")
     *inputs, output = args.paths
@@ -153,6 +195,50 @@ def run(args: argparse.Namespace) -> int:
     if args.mask and activation is None:
         raise ValueError("--mask needs probabilities: drop --activation none")
     network, roi, overlap = _load_network(args)
+    with graceful_signals() as signals:
+        try:
+            return _predict(args, inputs, output, network, roi, overlap, activation, signals)
+        except Interrupted as err:  # SIGINT / SIGTERM: the store is incomplete, resumable and unlocked
+            return _interrupted(args, err.signum, err.output or output)
+        except KeyboardInterrupt:  # Ctrl-C outside the run loop
+            return _interrupted(args, signal.SIGINT, output)
+
+
+def _interrupted(args: argparse.Namespace, signum: int, output: str) -> int:
+    from mtbio.inference.resume import Ledger
+
+    state = ""
+    with contextlib.suppress(ValueError):
+        ledger = Ledger.load(output)
+        state = f" ({len(ledger.done)} of {ledger.num_blocks} blocks finished and kept)"
+    name = signal.Signals(signum).name
+    print(
+        f"mtbio predict: interrupted by {name}: {output} is incomplete{state}; "
+        f"{resume_hint(getattr(args, 'argv', None), output)}",
+        file=sys.stderr,
+    )
+    return 128 + int(signum)
+
+
+def _predict(
+    args: argparse.Namespace,
+    inputs: list[str],
+    output: str,
+    network: Any,
+    roi: tuple[int, ...],
+    overlap: float,
+    activation: str | None,
+    signals: dict[str, int | None],
+) -> int:
+    from tqdm import tqdm
+
+    from mtbio.data.store import open_prediction_store
+    from mtbio.inference.distributed import predict_volume_dask
+    from mtbio.inference.mask import write_mask
+    from mtbio.inference.predict import predict_volume
+
+    def stop() -> bool:
+        return signals["signum"] is not None
 
     def predict_one(source: Path | str, out: Path | str, resume: bool) -> None:
         kwargs: dict[str, Any] = dict(
@@ -188,13 +274,17 @@ def run(args: argparse.Namespace) -> int:
                     scheduler=scheduler,
                     n_workers=args.dask_workers,
                     progress=progress,
+                    stop=stop,
                     **kwargs,
                 )
             else:
-                predict_volume(network, str(source), out, progress=progress, **kwargs)
+                predict_volume(network, str(source), out, progress=progress, stop=stop, **kwargs)
         finally:
             for bar in bars:
                 bar.close()
+        if stop() and not open_prediction_store(out, require_complete=False).complete:
+            # the run ended early at a block boundary: its store is incomplete and resumable
+            raise Interrupted(int(signals["signum"] or signal.SIGINT), str(out))
         if args.mask:
             write_mask(out)
 

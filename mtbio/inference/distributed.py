@@ -17,6 +17,7 @@ import torch
 
 from mtbio.inference.blending import Activation, Blend
 from mtbio.inference.engine import BlockTask, Engine, plan_tasks, run_task
+from mtbio.inference.lock import acquire_store_lock
 from mtbio.inference.setup import Normalization, ProgressFn, StopFn, prepare
 
 
@@ -88,69 +89,76 @@ def predict_volume_dask(
 
     if not isinstance(n_workers, int) or n_workers < 1:
         raise ValueError(f"n_workers must be a positive int, got {n_workers!r}")
-    prepared = prepare(
-        network,
-        source,
-        output,
-        roi_size=roi_size,
-        overlap=overlap,
-        mode=mode,
-        sigma_scale=sigma_scale,
-        batch_size=batch_size,
-        device=device,
-        activation=activation,
-        dtype=dtype,
-        chunks=chunks,
-        block_shape=block_shape,
-        normalize=normalize,
-        amp=amp,
-        resume=resume,
-        overwrite=overwrite,
-        key=key,
-        voxel_size=voxel_size,
-    )
-    tasks = plan_tasks(prepared.engine, prepared.blocks, prepared.ledger.done, carry=False)
-    total = sum(b.num_chunks for b in prepared.blocks)
-    done = sum(b.num_chunks for b in prepared.blocks if b.index in prepared.ledger.done)
-    chunks_of = {b.index: b.num_chunks for b in prepared.blocks}
-    store_path = os.path.abspath(prepared.output)
-
-    cluster = None
-    own_client = client is None
-    if client is None:
-        if scheduler is not None:
-            client = Client(scheduler)
-        else:
-            cluster = LocalCluster(
-                n_workers=n_workers, threads_per_worker=1, processes=processes, dashboard_address=None
-            )
-            client = Client(cluster)
+    lock = acquire_store_lock(output)  # one writer per store (the client holds it for all workers)
     try:
-        if progress is not None:
-            progress(done, total)
-        if tasks:
-            engine_f = client.scatter(prepared.engine, broadcast=True)
-            src: Any = prepared.source_path if prepared.source_path is not None else prepared.source
-            src_f = src if isinstance(src, str) else client.scatter(src, broadcast=True)
-            futures = [
-                client.submit(_block_task, engine_f, src_f, prepared.key, store_path, t, pure=False) for t in tasks
-            ]
-            stream = as_completed(futures)
-            for future in stream:
-                index = future.result()
-                prepared.ledger.add(index)
-                done += chunks_of[index]
-                if progress is not None:
-                    progress(done, total)
-                if stop is not None and stop():
-                    for f in futures:
-                        f.cancel()
-                    break
+        prepared = prepare(
+            network,
+            source,
+            output,
+            roi_size=roi_size,
+            overlap=overlap,
+            mode=mode,
+            sigma_scale=sigma_scale,
+            batch_size=batch_size,
+            device=device,
+            activation=activation,
+            dtype=dtype,
+            chunks=chunks,
+            block_shape=block_shape,
+            normalize=normalize,
+            amp=amp,
+            resume=resume,
+            overwrite=overwrite,
+            key=key,
+            voxel_size=voxel_size,
+        )
+        tasks = plan_tasks(prepared.engine, prepared.blocks, prepared.ledger.done, carry=False)
+        total = sum(b.num_chunks for b in prepared.blocks)
+        done = sum(b.num_chunks for b in prepared.blocks if b.index in prepared.ledger.done)
+        chunks_of = {b.index: b.num_chunks for b in prepared.blocks}
+        store_path = os.path.abspath(prepared.output)
+
+        cluster = None
+        own_client = client is None
+        if client is None:
+            if scheduler is not None:
+                client = Client(scheduler)
+            else:
+                cluster = LocalCluster(
+                    n_workers=n_workers, threads_per_worker=1, processes=processes, dashboard_address=None
+                )
+                client = Client(cluster)
+        futures: list[Any] = []
+        try:
+            if progress is not None:
+                progress(done, total)
+            if tasks:
+                engine_f = client.scatter(prepared.engine, broadcast=True)
+                src: Any = prepared.source_path if prepared.source_path is not None else prepared.source
+                src_f = src if isinstance(src, str) else client.scatter(src, broadcast=True)
+                futures = [
+                    client.submit(_block_task, engine_f, src_f, prepared.key, store_path, t, pure=False) for t in tasks
+                ]
+                stream = as_completed(futures)
+                for future in stream:
+                    index = future.result()
+                    prepared.ledger.add(index)
+                    done += chunks_of[index]
+                    if progress is not None:
+                        progress(done, total)
+                    if stop is not None and stop():
+                        for f in futures:
+                            f.cancel()
+                        break
+        finally:
+            for f in futures:  # an error or Ctrl-C: no task of this run starts after the lock is released
+                f.cancel()
+            if own_client:
+                client.close()
+            if cluster is not None:
+                cluster.close()
+        if prepared.ledger.finished:
+            mark_complete(prepared.output)
     finally:
-        if own_client:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-    if prepared.ledger.finished:
-        mark_complete(prepared.output)
+        lock.release()
     return prepared.array

@@ -8,7 +8,7 @@ returns the block's finished values.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,8 @@ class Engine:
         out_dtype: stored dtype name.
         normalize: ``(mean, std)`` applied to the input (floats, or per-section arrays of shape (Z,)), or ``None``.
         amp: autocast float16 on CUDA.
+        finite_check: called on every input box read (``check(voxels, origin)``, raising on NaN / Inf), or
+            ``None`` (integer inputs, or inputs the normalisation statistics pass has already checked).
     """
 
     network: torch.nn.Module
@@ -59,6 +61,7 @@ class Engine:
     out_dtype: str
     normalize: tuple[Any, Any] | None = None
     amp: bool = False
+    finite_check: Callable[[np.ndarray, tuple[int, ...]], None] | None = None
 
     def column_box(self, block: Block) -> tuple[list[list[int]], tuple[int, ...], tuple[int, ...]]:
         """Trailing-axis window starts that touch the block's column and the box they cover (padded coords)."""
@@ -91,12 +94,12 @@ class Engine:
         z0, z1 = s0[r0], s0[r1 - 1] + self.grid.roi[0]
         if reader is not None:
             return z0, reader.read((z0, *lo), (z1, *hi))
-        data = read_padded(source, (z0, *lo), (z1, *hi), self.grid.pad_lo, self.normalize)
+        data = read_padded(source, (z0, *lo), (z1, *hi), self.grid.pad_lo, self.normalize, self.finite_check)
         return z0, data
 
     def slab_reader(self, source: Any) -> SlabReader:
         """A :class:`SlabReader` of ``source`` for this engine's padding and normalisation."""
-        return SlabReader(source, self.grid.pad_lo, self.grid.padded, self.normalize)
+        return SlabReader(source, self.grid.pad_lo, self.grid.padded, self.normalize, self.finite_check)
 
     def _forward(self, batch: np.ndarray) -> torch.Tensor:
         """``network(batch) * weight`` as float32, shape ``(B, C, *roi)``."""

@@ -12,6 +12,7 @@ import torch
 
 from mtbio.inference.blending import Activation, Blend
 from mtbio.inference.engine import BlockTask, plan_tasks, run_task, split_rows
+from mtbio.inference.lock import acquire_store_lock
 from mtbio.inference.setup import Normalization, Prepared, ProgressFn, StopFn, prepare
 
 _DONE = object()
@@ -97,30 +98,34 @@ def predict_volume(
         ValueError: bad arguments, an input the network cannot take, an unwritable output, or resuming a
             store of another model / config / input.
     """
-    prepared = prepare(
-        network,
-        source,
-        output,
-        roi_size=roi_size,
-        overlap=overlap,
-        mode=mode,
-        sigma_scale=sigma_scale,
-        batch_size=batch_size,
-        device=device,
-        activation=activation,
-        dtype=dtype,
-        chunks=chunks,
-        block_shape=block_shape,
-        normalize=normalize,
-        amp=amp,
-        resume=resume,
-        overwrite=overwrite,
-        key=key,
-        voxel_size=voxel_size,
-        defer_create=True,
-    )
-    tasks = plan_tasks(prepared.engine, prepared.blocks, prepared.ledger.done, carry=carry)
-    _run(prepared, tasks, progress, stop)
+    lock = acquire_store_lock(output)  # one writer per store: a second run fails here, at once
+    try:
+        prepared = prepare(
+            network,
+            source,
+            output,
+            roi_size=roi_size,
+            overlap=overlap,
+            mode=mode,
+            sigma_scale=sigma_scale,
+            batch_size=batch_size,
+            device=device,
+            activation=activation,
+            dtype=dtype,
+            chunks=chunks,
+            block_shape=block_shape,
+            normalize=normalize,
+            amp=amp,
+            resume=resume,
+            overwrite=overwrite,
+            key=key,
+            voxel_size=voxel_size,
+            defer_create=True,
+        )
+        tasks = plan_tasks(prepared.engine, prepared.blocks, prepared.ledger.done, carry=carry)
+        _run(prepared, tasks, progress, stop)
+    finally:  # also on errors and Ctrl-C (KeyboardInterrupt); a killed process leaves a stale lock (taken over)
+        lock.release()
     return prepared.array
 
 
@@ -161,6 +166,7 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
     write_q: queue.Queue = queue.Queue(maxsize=2)
     errors: list[BaseException] = []
     first_read = threading.Event()
+    read_failed = threading.Event()
 
     def reader() -> None:
         slabs = engine.slab_reader(prepared.source)  # this thread's: reuses the rows shared by consecutive slabs
@@ -177,6 +183,7 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
                         return
             _put(read_q, _DONE, halt)
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            read_failed.set()  # before first_read: a store not made yet is not made (e.g. NaN in the first slab)
             _put(read_q, err, halt)
         finally:  # also when stopped or failed before any read: the writer must not wait for ever
             first_read.set()
@@ -186,17 +193,22 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
         try:
             if prepared.create is not None:  # a new store: made here while the first block computes
                 first_read.wait()  # not while the first input is read: that read is on the critical path
-                prepared.array = prepared.create()
-                prepared.create = None
-            # every chunk is written whole, once: skip zarr's scan for chunks equal to the fill value
-            array = prepared.array.with_config({"write_empty_chunks": True})
+                if read_failed.is_set():  # the run fails with the reader's error: no store is made
+                    if prepared.abandon is not None:
+                        prepared.abandon()
+                else:
+                    prepared.array = prepared.create()
+                    prepared.create = None
+            if prepared.array is not None:
+                # every chunk is written whole, once: skip zarr's scan for chunks equal to the fill value
+                array = prepared.array.with_config({"write_empty_chunks": True})
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
             errors.append(err)
         while True:
             item = write_q.get()
             if item is _DONE:
                 return
-            if errors:
+            if errors or array is None:  # drained, not written (the main thread raises)
                 continue
             block, values = item
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import math
 import os
+import shutil
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 
 from mtbio.inference.blending import Activation, Blend, as_activation, as_blend, importance_map
 from mtbio.inference.engine import Engine, SectionWise
+from mtbio.inference.finite import FiniteCheck, can_hold_nonfinite, check_section_stats
 from mtbio.inference.model_io import model_hash
 from mtbio.inference.resume import Ledger, create_store, open_existing, reserve
 from mtbio.inference.sources import fingerprint, open_source, volume_stats
@@ -57,6 +59,8 @@ class Prepared:
     ledger: Ledger
     output: str
     create: Callable[[], Any] | None = None
+    #: removes the reserved partial folder of a store ``create`` never made (a run that failed before it)
+    abandon: Callable[[], None] | None = None
 
 
 def default_chunks(shape: Sequence[int], section_wise: bool) -> tuple[int, ...]:
@@ -176,6 +180,9 @@ def prepare(
 
     norm: tuple[float, float] | tuple[np.ndarray, np.ndarray] | None
     norm_name: Any = None
+    # NaN / Inf voxels are refused where the input is read anyway: the statistics pass, else the streaming reader
+    maybe_nonfinite = can_hold_nonfinite(array.dtype)
+    finite_check = FiniteCheck(source_path, shape) if maybe_nonfinite else None
     if normalize is None:
         norm = None
     elif isinstance(normalize, (tuple, list)):
@@ -194,8 +201,11 @@ def prepare(
             from mtbio.data.sampling import image_stats
 
             norm = image_stats(array, spatial_dims=2)
+            if maybe_nonfinite:  # a NaN / Inf voxel makes its section's statistics non-finite
+                check_section_stats(array, norm[0], norm[1], source_path)
         else:  # whole volume (a 2D input is one section: both rules agree)
-            norm = volume_stats(array)
+            norm = volume_stats(array, check_finite=maybe_nonfinite, source=source_path)
+        finite_check = None  # the statistics pass has seen every voxel
 
     chunk_shape = tuple(int(c) for c in chunks) if chunks is not None else default_chunks(shape, section_wise)
     if len(chunk_shape) != len(shape) or any(c < 1 for c in chunk_shape):
@@ -215,7 +225,7 @@ def prepare(
     channels = _probe(network, net_roi, dev)
 
     weight = importance_map(grid_roi, blend, sigma_scale).to(dev)
-    engine = Engine(run_net, grid, weight, channels, batch_size, dev, act, dtype, norm, bool(amp))
+    engine = Engine(run_net, grid, weight, channels, batch_size, dev, act, dtype, norm, bool(amp), finite_check)
     config = {
         "roi_size": list(roi),
         "overlap": list(grid.overlap[1:] if section_wise else grid.overlap),
@@ -248,9 +258,12 @@ def prepare(
     def create() -> Any:
         return create_store(output, partial, identity=identity(), num_blocks=len(blocks), create_kwargs=create_kwargs)
 
+    def abandon() -> None:
+        shutil.rmtree(partial, ignore_errors=True)
+
     ledger = Ledger(output, len(blocks))
     if defer_create:
-        return Prepared(engine, array, source_path, key, blocks, None, ledger, os.fspath(output), create)
+        return Prepared(engine, array, source_path, key, blocks, None, ledger, os.fspath(output), create, abandon)
     out_array = create()
     return Prepared(engine, array, source_path, key, blocks, out_array, ledger, os.fspath(output))
 

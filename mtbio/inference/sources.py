@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,7 @@ def read_padded(
     hi: Sequence[int],
     pad_lo: Sequence[int],
     normalize: tuple[Any, Any] | None = None,
+    check: Callable[[np.ndarray, tuple[int, ...]], None] | None = None,
 ) -> np.ndarray:
     """Read the padded-coordinate box ``[lo, hi)`` as float32, zeros outside the volume.
 
@@ -117,6 +118,8 @@ def read_padded(
         pad_lo: padding before the volume per axis.
         normalize: ``(mean, std)`` as floats, or as arrays of shape (Z,) with one value per section along axis 0
             (indexed in volume coordinates), or ``None``.
+        check: called as ``check(voxels, origin)`` on the voxels read (float32, before normalisation; ``origin``
+            their first voxel in volume coordinates), e.g. a :class:`mtbio.inference.finite.FiniteCheck`.
 
     Returns:
         float32 array of shape ``hi - lo``.
@@ -128,6 +131,8 @@ def read_padded(
         src.append(slice(oa, max(oa, ob)))
         dst.append(slice(oa + p - a, oa + p - a + max(ob - oa, 0)))
     data = np.asarray(array[tuple(src)], dtype=np.float32)
+    if check is not None and data.size:
+        check(data, tuple(s.start for s in src))
     if normalize is not None:
         mean, std = normalize
         if np.ndim(mean):  # per-section statistics along axis 0
@@ -170,12 +175,19 @@ class SlabReader:
         pad_lo: padding before the volume per axis.
         padded: the padded shape (reads never extend past it).
         normalize: as :func:`read_padded`.
+        check: as :func:`read_padded` (each voxel is checked once: rows kept from the previous read are not).
     """
 
     def __init__(
-        self, array: Any, pad_lo: Sequence[int], padded: Sequence[int], normalize: tuple[Any, Any] | None = None
+        self,
+        array: Any,
+        pad_lo: Sequence[int],
+        padded: Sequence[int],
+        normalize: tuple[Any, Any] | None = None,
+        check: Callable[[np.ndarray, tuple[int, ...]], None] | None = None,
     ) -> None:
         self.array = array
+        self.check = check
         self.pad_lo = tuple(int(p) for p in pad_lo)
         self.padded = tuple(int(p) for p in padded)
         self.normalize = normalize
@@ -209,18 +221,25 @@ class SlabReader:
         if cached is not None:
             parts.append(cached[z0 - self._lo[0] : start - self._lo[0]])
         if end > start:
-            parts.append(read_padded(self.array, (start, *lo[1:]), (end, *hi[1:]), self.pad_lo, self.normalize))
+            parts.append(
+                read_padded(self.array, (start, *lo[1:]), (end, *hi[1:]), self.pad_lo, self.normalize, self.check)
+            )
         data = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         self._lo, self._data = (z0, *lo[1:]), data
         return np.ascontiguousarray(data[: z1 - z0])
 
 
-def volume_stats(array: Any, *, max_slab_voxels: int = 1 << 24) -> tuple[float, float]:
+def volume_stats(
+    array: Any, *, max_slab_voxels: int = 1 << 24, check_finite: bool = False, source: str | None = None
+) -> tuple[float, float]:
     """Mean and standard deviation of a whole volume, read slab by slab along axis 0 (float64 sums).
 
     Args:
         array: ``(*spatial)`` source (numpy, zarr, h5py, dask or a lazy volume).
         max_slab_voxels: voxels read at once.
+        check_finite: raise :class:`mtbio.inference.finite.NonFiniteInputError` naming the first section holding
+            NaN / Inf voxels (a slab whose sum is not finite is searched; the clean case costs nothing).
+        source: the input's path for that error (``None``: an in-memory array).
 
     Returns:
         ``(mean, std)``; ``std`` is 1 for a constant volume.
@@ -231,7 +250,14 @@ def volume_stats(array: Any, *, max_slab_voxels: int = 1 << 24) -> tuple[float, 
     total, total_sq, count = 0.0, 0.0, 0
     for z in range(0, shape[0], step):
         data = np.asarray(array[z : z + step], dtype=np.float64)
-        total += float(data.sum())
+        slab_sum = float(data.sum())
+        if check_finite and not math.isfinite(slab_sum):
+            from mtbio.inference.finite import nonfinite_error
+
+            err = nonfinite_error(data, (z, *([0] * (data.ndim - 1))), source)
+            if err is not None:
+                raise err
+        total += slab_sum
         total_sq += float(np.square(data).sum())
         count += data.size
     mean = total / count

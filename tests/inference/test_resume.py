@@ -16,6 +16,7 @@ import torch
 import zarr
 
 from mtbio.data.store import IncompletePredictionError, open_prediction_store
+from mtbio.inference.lock import StaleLockWarning, lock_path
 from mtbio.inference.predict import predict_volume
 from mtbio.inference.resume import LEDGER_NAME
 
@@ -99,6 +100,7 @@ import sys, numpy as np, torch, zarr
 sys.path.insert(0, {repo!r})
 torch.set_num_threads({threads})
 from tests.inference._nets import Slow, tiny_unet
+from mtbio.inference.lock import StaleLockWarning, lock_path
 from mtbio.inference.predict import predict_volume
 predict_volume(Slow(tiny_unet(3), 0.15), zarr.open_array({src!r}, mode="r"), {out!r}, **{kw!r})
 """
@@ -128,6 +130,8 @@ def test_sigkill_mid_run_then_resume_is_bitwise_identical(tmp_path):
         child.wait()
     done = json.loads(ledger.read_text())["done"]
     assert 2 <= len(done) < 7 and not open_prediction_store(out, require_complete=False).complete
+    # the killed child's lock stays behind, naming it; the resumed run reports it and takes it over
+    assert json.loads(lock_path(out).read_text())["pid"] == child.pid
     net = Slow(tiny_unet(3), 0.0)  # the same class and weights as the child
     source = zarr.open_array(str(src), mode="r")
     # the child computed its blocks with CHILD_THREADS torch threads; CPU kernels may round differently with another
@@ -136,11 +140,13 @@ def test_sigkill_mid_run_then_resume_is_bitwise_identical(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(CHILD_THREADS)
     try:
-        resumed = np.asarray(predict_volume(net, source, out, resume=True, **KW)[:])
+        with pytest.warns(StaleLockWarning, match=rf"stale lock \(pid {child.pid} on host"):
+            resumed = np.asarray(predict_volume(net, source, out, resume=True, **KW)[:])
         full = np.asarray(predict_volume(net, source, tmp_path / "full.zarr", **KW)[:])
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(resumed, full)
+    assert not lock_path(out).exists()
 
 
 def test_a_store_with_both_channels_in_one_chunk_resumes_and_reads_the_same(tmp_path):

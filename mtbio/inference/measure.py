@@ -62,7 +62,11 @@ ProgressFn = Callable[[int, int], None]
 
 
 def block_shape_for_budget(
-    shape: Sequence[int], ram_budget: int, *, chunks: Sequence[int] | None = None, bytes_per_voxel: int = BYTES_PER_VOXEL
+    shape: Sequence[int],
+    ram_budget: int,
+    *,
+    chunks: Sequence[int] | None = None,
+    bytes_per_voxel: int = BYTES_PER_VOXEL,
 ) -> tuple[int, ...]:
     """The block shape of a measurement pass: the array's chunks (or the whole shape), its largest axis halved
     until ``prod(block) * bytes_per_voxel <= ram_budget``.

@@ -10,12 +10,14 @@ Per block it accumulates, for every object present:
 * the voxel count, the sums of the voxel coordinates and of their pairwise products (the second moments), and the
   bounding box: all in exact integer arithmetic (coordinates are taken relative to the block and shifted to the
   volume exactly), so the moments of the whole object do not depend on the block grid;
-* the surface: marching cubes (``skimage.measure.marching_cubes`` at level 0.5 on the object's binary mask,
-  ``spacing`` = voxel size, ``mesh_surface_area``) on the object's crop of the block read with one extra voxel
-  plane below it on every axis. Every marching-cubes cell (the cube between voxels ``i`` and ``i + 1`` along each
-  axis, zero padding outside the volume) lies in exactly one block, and a cell's triangles depend only on its
-  eight corners, so the per-block areas sum to the area of the whole object's mesh. 2D label images use marching
-  squares (``skimage.measure.find_contours``) the same way and report the perimeter.
+* the surface: marching cubes (``skimage.measure.marching_cubes`` at level 0.5, ``spacing`` = voxel size,
+  ``mesh_surface_area``) of the object's binary mask smoothed by a Gaussian of ``surface_sigma`` voxels (cut at
+  2 sigma, so it reaches 1 voxel), on the object's crop of the block read with a margin. Every marching-cubes cell
+  (the cube between voxels ``i`` and ``i + 1`` along each axis, zero padding outside the volume) lies in exactly
+  one block, a cell's triangles depend only on its eight corners, and the smoothed corners only on the mask within
+  the margin, so the per-block areas sum to the area of the whole object's mesh. 2D label images use marching
+  squares (``skimage.measure.find_contours``) the same way and report the perimeter. Without smoothing
+  (``surface_sigma=0``) the staircase of a binary mask overestimates smooth surfaces by 8-12 %.
 
 Columns (``A`` = the spatial axes, ``z, y, x`` in 3D and ``y, x`` in 2D; physical values in nm from the voxel
 size, or in voxel units when it is unknown):
@@ -36,9 +38,9 @@ size, or in voxel units when it is unknown):
 ``touches_border``               the bounding box reaches a face of the volume (the object may be cut off)
 ================================ ===========================================================================
 
-Memory: a block of ``V`` voxels needs about :data:`BYTES_PER_VOXEL` x ``V`` bytes at worst (every voxel
-foreground); the accumulated partial rows grow with the number of (object, block) pairs, and the table with the
-number of objects, both outside the budget.
+Memory: a block is read with a margin (one plane for the marching cells, plus the smoothing's reach on each
+side); its window of ``V`` voxels needs about :data:`BYTES_PER_VOXEL` x ``V`` bytes. The accumulated partial rows
+(about 150 bytes per (object, block) pair) and the table grow with the number of objects, outside the budget.
 """
 
 from __future__ import annotations
@@ -53,8 +55,14 @@ import numpy as np
 
 from mtbio.inference.instances import block_boxes
 
-#: working-set bytes per block voxel at worst (label read + padded copy + masks + coordinates + sums + crops)
-BYTES_PER_VOXEL = 96
+#: working-set bytes per voxel of a block's window (labels, masks, coordinates, sums, smoothed crops): the
+#: tracemalloc peak of one block was 47-62 B/voxel for one object filling it and 114-148 B/voxel for a labelled
+#: random half-filled block; a block where every voxel is its own object peaks at ~510 B/voxel (over the budget)
+BYTES_PER_VOXEL = 160
+#: Gaussian smoothing (in voxels, per axis) of each object's mask before marching cubes
+DEFAULT_SURFACE_SIGMA = 0.7
+#: the smoothing kernel is cut at this many sigma (scipy ``truncate``): reach ``int(2 * 0.7 + 0.5) = 1`` voxel
+SURFACE_TRUNCATE = 2.0
 #: default RAM budget of :func:`measure_labels` in bytes
 DEFAULT_RAM_BUDGET = 512 * 2**20
 
@@ -66,20 +74,26 @@ def block_shape_for_budget(
     ram_budget: int,
     *,
     chunks: Sequence[int] | None = None,
+    margin: int = 0,
     bytes_per_voxel: int = BYTES_PER_VOXEL,
 ) -> tuple[int, ...]:
     """The block shape of a measurement pass: the array's chunks (or the whole shape), its largest axis halved
-    until ``prod(block) * bytes_per_voxel <= ram_budget``.
+    until the block widened by ``margin`` voxels per axis fits: ``prod(block + margin) * bytes_per_voxel <=
+    ram_budget``.
 
     Raises:
-        ValueError: the budget does not hold even one voxel.
+        ValueError: the budget does not hold even a one-voxel block with its margin.
     """
     shape = tuple(int(s) for s in shape)
-    if int(ram_budget) < bytes_per_voxel:
-        raise ValueError(f"ram_budget {ram_budget} bytes is below one voxel's working set ({bytes_per_voxel} bytes)")
+    smallest = (1 + margin) ** len(shape) * bytes_per_voxel
+    if int(ram_budget) < smallest:
+        raise ValueError(
+            f"ram_budget {ram_budget} bytes is below one voxel's working set with its {margin}-voxel margin "
+            f"({smallest} bytes)"
+        )
     block = [min(int(c), s) for c, s in zip(chunks, shape)] if chunks is not None else list(shape)
     block = [max(b, 1) for b in block]
-    while math.prod(block) * bytes_per_voxel > int(ram_budget):
+    while math.prod(b + margin for b in block) * bytes_per_voxel > int(ram_budget):
         axis = int(np.argmax(block))
         block[axis] = (block[axis] + 1) // 2
     return tuple(block)
@@ -168,14 +182,18 @@ def _check_labels(labels: Any) -> Any:
     return labels
 
 
-def _surface(mask: np.ndarray, spacing: tuple[float, ...]) -> float:
-    """Marching-cubes area (3D) or marching-squares length (2D) of the 0.5 level of a binary crop, in nm."""
+def _halo(sigma: float) -> int:
+    """Voxels the Gaussian of ``sigma`` (truncated at :data:`SURFACE_TRUNCATE` sigma) reaches, as scipy's radius."""
+    return int(SURFACE_TRUNCATE * sigma + 0.5) if sigma > 0 else 0
+
+
+def _surface(values: np.ndarray, spacing: tuple[float, ...]) -> float:
+    """Marching-cubes area (3D) or marching-squares length (2D) of the 0.5 level of a crop, in nm."""
     from skimage import measure
 
-    if mask.all() or not mask.any():
+    if min(values.shape) < 2 or not values.min() < 0.5 < values.max():
         return 0.0
-    values = mask.astype(np.float32)
-    if mask.ndim == 3:
+    if values.ndim == 3:
         verts, faces, _, _ = measure.marching_cubes(values, 0.5, spacing=spacing)
         return float(measure.mesh_surface_area(verts, faces))
     total = 0.0
@@ -238,34 +256,59 @@ def _block_moments(core: np.ndarray, origin: np.ndarray, parts: _Partials, acc: 
     parts.hi.append(hi)
 
 
-def _block_surfaces(region: np.ndarray, spacing: tuple[float, ...], parts: _Partials) -> None:
-    """Per-object surface of the marching cells inside ``region`` (the block plus one plane below each axis)."""
+def _block_surfaces(
+    window: np.ndarray, cells: tuple[slice, ...], spacing: tuple[float, ...], sigma: float, parts: _Partials
+) -> None:
+    """Per-object surface of the marching cells of one block.
+
+    ``window`` holds the raw labels the block's cells depend on (zero outside the volume); ``cells`` are the
+    voxels (in window coordinates) whose marching cells belong to the block: the block plus one plane below it
+    (and the zero plane after the volume for the last block). Each object's binary mask is smoothed (Gaussian
+    of ``sigma`` voxels) on a crop of its bounding box plus the filter's reach, so the smoothed values on
+    ``cells`` equal those of the whole volume.
+    """
     from scipy import ndimage
 
-    fg = region != 0
+    fg = window != 0
     if not fg.any():
         return
-    ids, inverse = np.unique(region[fg], return_inverse=True)
-    compact = np.zeros(region.shape, dtype=np.int32)
+    ids, inverse = np.unique(window[fg], return_inverse=True)
+    compact = np.zeros(window.shape, dtype=np.int32)
     compact[fg] = inverse.ravel() + 1
+    reach = _halo(sigma) + 1
     areas = np.zeros(len(ids), dtype=np.float64)
     for k, box in enumerate(ndimage.find_objects(compact)):
-        crop = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, region.shape))
-        areas[k] = _surface(compact[crop] == k + 1, spacing)
+        crop = tuple(slice(max(s.start - reach, 0), min(s.stop + reach, n)) for s, n in zip(box, window.shape))
+        values = (compact[crop] == k + 1).astype(np.float64)
+        if sigma > 0:
+            values = ndimage.gaussian_filter(values, sigma, mode="constant", truncate=SURFACE_TRUNCATE)
+        inner = tuple(
+            slice(max(c.start, w.start) - c.start, max(min(c.stop, w.stop) - c.start, 0)) for c, w in zip(crop, cells)
+        )
+        areas[k] = _surface(values[inner], spacing)
     parts.surface_ids.append(ids.astype(np.int64))
     parts.surface.append(areas)
 
 
-def _read_region(labels: Any, box: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """The block plus one voxel plane below it on every axis, zero-padded outside the volume (also after the last
-    plane), and the block's core inside it."""
-    read = tuple(slice(max(s.start - 1, 0), s.stop) for s in box)
+def _read_window(
+    labels: Any, box: tuple[slice, ...], shape: tuple[int, ...], halo: int
+) -> tuple[np.ndarray, tuple[slice, ...], tuple[slice, ...]]:
+    """The raw labels a block needs, zero-padded outside the volume: its marching-cell voxels (the block plus one
+    plane below it; the last block also the zero plane after the volume) widened by ``halo`` on every side.
+
+    Returns:
+        (window, core = the block's own voxels, cells = the marching-cell voxels), slices in window coordinates.
+    """
+    lo = [s.start - 1 - halo for s in box]
+    hi = [(s.stop + 1 if s.stop == n else s.stop) + halo for s, n in zip(box, shape)]
+    read = tuple(slice(max(a, 0), min(b, n)) for a, b, n in zip(lo, hi, shape))
     data = np.asarray(labels[read])
-    pad = [(1 if s.start == 0 else 0, 1 if s.stop == n else 0) for s, n in zip(box, shape)]
+    pad = [(r.start - a, b - r.stop) for r, a, b in zip(read, lo, hi)]
     if any(p != (0, 0) for p in pad):
         data = np.pad(data, pad)
-    core = tuple(slice(1, 1 + s.stop - s.start) for s in box)
-    return data, core
+    core = tuple(slice(1 + halo, 1 + halo + s.stop - s.start) for s in box)
+    cells = tuple(slice(halo, n - halo) for n in data.shape)
+    return data, core, cells
 
 
 def _reduce(ids: np.ndarray, order: np.ndarray, values: np.ndarray, ufunc: np.ufunc) -> np.ndarray:
@@ -336,6 +379,7 @@ def measure_labels(
     *,
     ram_budget: int = DEFAULT_RAM_BUDGET,
     block_shape: Sequence[int] | None = None,
+    surface_sigma: float = DEFAULT_SURFACE_SIGMA,
     progress: ProgressFn | None = None,
 ) -> ObjectTable:
     """Measure every object of an instance label image, block by block.
@@ -345,6 +389,10 @@ def measure_labels(
         voxel_size: nm per spatial axis (anisotropic allowed); ``None`` = 1 (the physical columns in voxels).
         ram_budget: bytes a block's working set may use (see :data:`BYTES_PER_VOXEL`); sets the block grid.
         block_shape: explicit block grid instead of the one derived from ``ram_budget``.
+        surface_sigma: Gaussian smoothing of each object's mask before marching cubes, in voxels per axis.
+            0.7 (the default) brings the surface of digitised spheres and ellipsoids of radius >= 7 voxels within
+            3 % of the analytic value (the binary mask, ``0``, overestimates it by 8-12 %), but shrinks small
+            objects: -5 % at radius 5, -30 % at radius 2, and 0 for a single voxel.
         progress: called with (blocks done, total blocks).
 
     Returns:
@@ -360,11 +408,14 @@ def measure_labels(
     spacing = (1.0,) * nd if voxel_size is None else tuple(float(v) for v in voxel_size)
     if len(spacing) != nd or not all(v > 0 and math.isfinite(v) for v in spacing):
         raise ValueError(f"voxel_size must have {nd} positive entries for labels of shape {shape}, got {voxel_size}")
+    if not (surface_sigma >= 0 and math.isfinite(surface_sigma)):
+        raise ValueError(f"surface_sigma must be >= 0 voxels, got {surface_sigma}")
+    halo = _halo(float(surface_sigma))
     if block_shape is None:
         chunks = getattr(labels, "chunks", None)
         if not (isinstance(chunks, tuple) and len(chunks) == nd and all(isinstance(c, int) for c in chunks)):
             chunks = None
-        block_shape = block_shape_for_budget(shape, ram_budget, chunks=chunks)
+        block_shape = block_shape_for_budget(shape, ram_budget, chunks=chunks, margin=2 * halo + 2)
     block_shape = tuple(int(b) for b in block_shape)
     if len(block_shape) != nd or min(block_shape) < 1:
         raise ValueError(f"block_shape must have {nd} positive entries, got {block_shape}")
@@ -373,11 +424,16 @@ def measure_labels(
     parts = _Partials()
     boxes = block_boxes(shape, block_shape)
     for done, box in enumerate(boxes, start=1):
-        region, core = _read_region(labels, box, shape)
-        _block_moments(region[core], np.array([s.start for s in box], dtype=np.int64), parts, acc)
-        _block_surfaces(region, spacing, parts)
+        window, core, cells = _read_window(labels, box, shape, halo)
+        _block_moments(window[core], np.array([s.start for s in box], dtype=np.int64), parts, acc)
+        _block_surfaces(window, cells, spacing, float(surface_sigma), parts)
         if progress is not None:
             progress(done, len(boxes))
     columns = _finish(parts, shape, spacing)
-    meta = {"shape": list(shape), "block_shape": list(block_shape), "blocks": len(boxes)}
+    meta = {
+        "shape": list(shape),
+        "block_shape": list(block_shape),
+        "blocks": len(boxes),
+        "surface_sigma": float(surface_sigma),
+    }
     return ObjectTable(columns=columns, ndim=nd, voxel_size=spacing, meta=meta)

@@ -256,3 +256,39 @@ def test_cli_resume_with_other_settings_is_refused(tmp_path: Path, capsys):
     assert main(["train", *changed, "--lr", "0.002", "--out", str(out), "--resume"]) == 1
     err = capsys.readouterr().err
     assert "--iters 10 -> 12" in err and "--lr 0.001 -> 0.002" in err
+
+
+@pytest.mark.slow
+def test_bundle_training_sigint_then_same_command_resumes_bitwise(tmp_path: Path, monkeypatch, capsys):
+    from tests.bundles._run import run_workflow, tiny
+
+    monkeypatch.chdir(REPO)  # the bundles' commands run from the repository root
+    threads = torch.get_num_threads()
+    kw = dict(strategies=["masktwins"], iterations=8, checkpoint_interval=2)
+    try:
+        run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", tmp_path / "full", **kw))
+        part = tmp_path / "part"
+        run = part / "masktwins"
+
+        def interrupt() -> None:  # SIGINT to this process once 2 iterations are on disk
+            while not (run / "checkpoint_iteration=2.pt").is_file():
+                time.sleep(0.005)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        watcher = threading.Thread(target=interrupt, daemon=True)
+        watcher.start()
+        with pytest.raises(TrainingInterrupted) as stop:
+            run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", part, **kw))
+        watcher.join(timeout=10)
+        assert stop.value.code == 130 and 2 <= stop.value.iteration < 8
+        assert "to resume, run the same command again" in capsys.readouterr().err
+        assert not (part / "models" / "masktwins.pt").exists() and not (part / "models" / "model.pt").exists()
+        assert max(_checkpoints(run).values()) == stop.value.iteration
+        assert not any("final" in f for f in _checkpoints(run))
+        run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", part, **kw))
+    finally:
+        torch.set_num_threads(threads)
+    a, b = (read_weights(p / "models" / "masktwins.pt") for p in (tmp_path / "full", part))
+    assert a.iteration == b.iteration == 8
+    for part_name in ("teacher", "student"):
+        _assert_bitwise(getattr(a, part_name), getattr(b, part_name))

@@ -97,7 +97,9 @@ def train(
     For each strategy, a complete earlier run (its weights in ``models_dir`` and a checkpoint at ``iterations``)
     is kept as is; an interrupted one resumes from its newest checkpoint (same iteration, student, teacher,
     optimizer; the crops, masks and augmentations of iteration ``i`` are functions of ``(seed, i)``), so the
-    result equals an uninterrupted run.
+    result equals an uninterrupted run. SIGINT / SIGTERM stop after the current iteration with a checkpoint of
+    the completed iterations and no weights file, and raise :class:`~mtbio.uda.interrupt.TrainingInterrupted`
+    (exit status 130 / 143 of ``python -m monai.bundle run``); running the same command again resumes.
 
     With ``pretrain_iterations > 0`` a source-only network is first trained for that many iterations (run
     ``output_dir/pretrain``, weights ``models_dir/pretrain.pt``, its own crop sequence, seed ``seed + 10000``), and
@@ -211,7 +213,7 @@ def _train_one(
     from ignite.engine import Events
 
     from mtbio.uda.experiment import build_trainer, git_hash, save_weights, write_json_atomic
-    from mtbio.uda.trainer import attach_checkpointing, latest_checkpoint, load_checkpoint
+    from mtbio.uda.trainer import TrainingInterrupted, attach_checkpointing, latest_checkpoint, load_checkpoint
 
     logger = logging.getLogger(LOGGER)
     rank = _rank()
@@ -277,7 +279,13 @@ def _train_one(
     if stop_after is not None and stop_after < iterations:
         trainer.add_event_handler(Events.ITERATION_COMPLETED(once=int(stop_after)), lambda e: e.terminate())
     t0 = time.perf_counter()
-    state = trainer.fit()
+    try:
+        state = trainer.fit()
+    except TrainingInterrupted as stop:  # checkpoint of the completed iterations written; exits 130 / 143
+        if rank == 0:
+            logger.warning(f"{name}: {stop}")
+            print(f"{name}: to resume, run the same command again", file=sys.stderr, flush=True)
+        raise
     seconds = time.perf_counter() - t0
     if state.iteration < iterations:
         logger.info(f"{name}: stopped at iteration {state.iteration} of {iterations}; run again to resume")

@@ -5,9 +5,12 @@ off at the last ``:`` only when ``PATH`` itself does not exist). Labels are read
 (``open_label_volume``). A 2D crop (``--crop 192``) trains on sections; a 3D crop (``--crop 16,128,128``) on
 patches.
 
-RUN_DIR receives ``config.json``, MONAI checkpoints ``checkpoint_iteration=N.pt`` (student, teacher, optimizer,
+RUN_DIR receives ``config.json``, resumable checkpoints ``checkpoint_iteration=N.pt`` (student, teacher, optimizer,
 iteration; ``--resume`` continues from the newest one exactly), ``final.pt`` (teacher and student weights with
 the network description), ``validation.json`` (with ``--target-eval``) and TensorBoard logs in ``RUN_DIR/tb``.
+
+Ctrl-C (SIGINT) or SIGTERM stops after the current iteration: a checkpoint of the completed iterations is
+written, no ``final.pt``, the command to resume is printed and the exit status is 130 (SIGINT) / 143 (SIGTERM).
 
 Example::
 
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from mtbio.uda.config import UDAConfig
     from mtbio.uda.experiment import build_trainer, git_hash, save_weights, write_json_atomic
     from mtbio.uda.strategy import strategy_spec
-    from mtbio.uda.trainer import attach_checkpointing, load_checkpoint
+    from mtbio.uda.trainer import TrainingInterrupted, attach_checkpointing, load_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -182,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = _latest_checkpoint(out)
         if checkpoint is None:
             raise FileNotFoundError(f"--resume: no checkpoint_iteration=N.pt in {out}")
+        _check_resume_settings(out / "config.json", args)
     elif out.exists() and any(out.glob("checkpoint_*.pt")):
         raise FileExistsError(f"{out} already holds checkpoints: pass --resume to continue or choose another --out")
     init_state = _init_state(args.init_weights, args.network) if args.init_weights is not None else None
@@ -231,7 +237,11 @@ def run(args: argparse.Namespace) -> int:
             interval=args.val_every,
         )
         validation.attach(trainer)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except TrainingInterrupted as stop:  # a checkpoint of the completed iterations is written, no final.pt
+        print(f"to resume: {_resume_command(args)}", file=sys.stderr, flush=True)
+        return int(stop.code)
     save_weights(trainer, out / "final.pt", meta)
     if validation is not None:
         write_json_atomic(out / "validation.json", validation.history)
@@ -239,6 +249,50 @@ def run(args: argparse.Namespace) -> int:
         print("target evaluation (teacher): " + ", ".join(f"{k} {last[k]:.4f}" for k in ("mAP", "F1", "MCC", "IoU")))
     print(f"wrote {out / 'final.pt'}")
     return 0
+
+
+#: arguments a resumed run may change (they do not change the trained weights)
+RESUME_MAY_CHANGE = frozenset(
+    {"resume", "out", "device", "threads", "log_every", "save_every", "val_every", "target_eval", "target_eval_label"}
+)
+
+
+def _check_resume_settings(config: Path, args: argparse.Namespace) -> None:
+    """Refuse ``--resume`` with other training settings than the run's ``config.json`` records (the result
+    would be neither run); arguments the file does not record are not compared."""
+    import json
+
+    if not config.is_file():
+        return
+    try:
+        saved = json.loads(config.read_text())["args"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"--resume: {config} is not a run configuration ({err})") from None
+    now = {k: str(v) for k, v in vars(args).items() if k != "func"}
+    changed = [
+        f"--{k.replace('_', '-')} {saved[k]} -> {now[k]}"
+        for k in sorted(now)
+        if k in saved and k not in RESUME_MAY_CHANGE and saved[k] != now[k]
+    ]
+    if changed:
+        raise ValueError(
+            f"--resume with other settings than the run in {config.parent} ({'; '.join(changed)}): resume with the "
+            "same settings, or start a new --out (--init-weights RUN/final.pt starts from a finished run)"
+        )
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The command that resumes this run: this process's own command line plus ``--resume`` when it was
+    ``mtbio train ...``, else one rebuilt from the parsed arguments."""
+    if sys.argv[1:2] == ["train"]:
+        words = ["mtbio", *sys.argv[1:]]
+    else:
+        words = ["mtbio", "train"]
+        for k, v in vars(args).items():
+            if k in ("func", "command", "resume") or v is None or v is False:
+                continue
+            words += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    return shlex.join(words + ([] if "--resume" in words else ["--resume"]))
 
 
 def _attach_logging(trainer: Any, out: Path, every: int) -> None:

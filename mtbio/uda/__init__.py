@@ -24,6 +24,7 @@ _EXPORTS = {
     "UDATrainer": "trainer",
     "attach_checkpointing": "trainer",
     "load_checkpoint": "trainer",
+    "TrainingInterrupted": "interrupt",
     "TargetValidation": "evaluate",
     "predict_in_memory": "evaluate",
     "evaluate_network": "evaluate",

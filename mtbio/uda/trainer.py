@@ -4,7 +4,14 @@ One iteration: build batch ``i`` from the samplers (a pure function of ``(seed, 
 autocast (CUDA), one ``backward``, one optimizer step (with a ``GradScaler`` on CUDA), one EMA update of the
 teacher. Because every random draw of iteration ``i`` comes from generators seeded by ``(seed, i)``, a run
 restored from a checkpoint (student, teacher, optimizer, scaler, scheduler, engine iteration) continues exactly
-as the uninterrupted run would.
+as the uninterrupted run would (bitwise on the CPU): the global torch generator (dropout) is also re-seeded from
+``(seed, i)`` for the iteration and put back afterwards.
+
+SIGINT / SIGTERM during :meth:`UDATrainer.fit` stop the run at the next iteration boundary: the checkpointing
+attached with :func:`attach_checkpointing` writes ``checkpoint_iteration=N.pt`` of the ``N`` completed
+iterations (atomically, never a "final" file), the previous signal handlers come back and ``fit`` raises
+:class:`~mtbio.uda.interrupt.TrainingInterrupted` (a ``SystemExit`` with code 130 / 143). A checkpoint is never
+written mid-iteration, and nothing is written when an exception ends the run.
 
 The trainer is an :class:`ignite.engine.Engine`, so MONAI handlers attach as usual (``StatsHandler``,
 ``TensorBoardStatsHandler``, ``CheckpointSaver`` / ``CheckpointLoader``); ``engine.state.output`` is the step's
@@ -21,6 +28,7 @@ is collective) and printing / TensorBoard handlers on rank 0 only.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,23 +36,37 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from ignite.engine import Engine, State
+from ignite.engine import Engine, Events, State
 
 from mtbio.uda.config import UDAConfig, ema_alpha_for
+from mtbio.uda.interrupt import SignalFlag, TrainingInterrupted
 from mtbio.uda.step import uda_step
 from mtbio.uda.strategy import strategy_spec
 from mtbio.uda.teacher import EMATeacher
 
-__all__ = ["UDATrainer", "attach_checkpointing", "latest_checkpoint", "load_checkpoint", "step_seed"]
+__all__ = [
+    "RunCheckpoints",
+    "TrainingInterrupted",
+    "UDATrainer",
+    "attach_checkpointing",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "step_seed",
+]
 
 STEP_STREAM = 2
+GLOBAL_STREAM = 3
 Sampler = Callable[[int], Mapping[str, torch.Tensor]]
 
 
 def step_seed(seed: int, iteration: int, rank: int = 0) -> int:
     """Seed of the step generator (masks, augmentation) of ``iteration``: a function of ``(seed, iteration)``
     and, for ranks > 0 of a multi-process run, of ``rank`` (rank 0 draws what a single process draws)."""
-    key = [int(seed), STEP_STREAM, int(iteration)] + ([int(rank)] if rank else [])
+    return _stream_seed(seed, STEP_STREAM, iteration, rank)
+
+
+def _stream_seed(seed: int, stream: int, iteration: int, rank: int) -> int:
+    key = [int(seed), int(stream), int(iteration)] + ([int(rank)] if rank else [])
     return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0])
 
 
@@ -118,6 +140,9 @@ class UDATrainer(Engine):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.grad_clip = grad_clip
         self._spec = spec
+        self.checkpoints: RunCheckpoints | None = None  # set by attach_checkpointing
+        self._signum: int | None = None
+        self._interrupt_checkpoint: Path | None = None
         self.rank, self.world_size = 0, 1
         self._forward: nn.Module = self.student
         if distributed:
@@ -151,6 +176,18 @@ class UDATrainer(Engine):
 
     def _iteration(self, engine: Engine, _: Any) -> dict[str, torch.Tensor]:
         i = engine.state.iteration - 1  # ignite counts from 1 and increments before calling us
+        devices = [self.device] if self.device.type == "cuda" else []
+        # the global generator (dropout, anything not given `gen`) is a function of (seed, i) too, so a resumed
+        # process draws what the uninterrupted one drew; fork_rng puts the caller's state back afterwards
+        with torch.random.fork_rng(devices=devices):
+            seed = _stream_seed(self.seed, GLOBAL_STREAM, i, self.rank)
+            torch.default_generator.manual_seed(seed)
+            if devices:
+                with torch.cuda.device(self.device):
+                    torch.cuda.manual_seed(seed)
+            return self._step(i)
+
+    def _step(self, i: int) -> dict[str, torch.Tensor]:
         batch = self.make_batch(i)
         gen = torch.Generator(device=self.device).manual_seed(step_seed(self.seed, i, self.rank))
         self.student.train()
@@ -175,9 +212,48 @@ class UDATrainer(Engine):
             self.lr_scheduler.step()
         return out.logs
 
-    def fit(self) -> State:
-        """Run (or resume, after a ``CheckpointLoader`` attached) up to ``max_iterations``."""
-        return self.run(data=None, max_epochs=self.max_iterations // self.epoch_length, epoch_length=self.epoch_length)
+    def fit(self, *, stop_on_signals: bool = True) -> State:
+        """Run (or resume, after a ``CheckpointLoader`` attached) up to ``max_iterations``.
+
+        Args:
+            stop_on_signals: while running, SIGINT / SIGTERM stop the run after the current iteration (see the
+                module docstring); the handlers found on entry are restored on return. Only in the main thread.
+
+        Raises:
+            TrainingInterrupted: stopped by a signal before ``max_iterations`` (after writing the checkpoint of
+                the completed iterations when checkpointing is attached, and printing where it is).
+        """
+        flag = SignalFlag() if stop_on_signals else SignalFlag(())
+        self._signum = self._interrupt_checkpoint = None
+        self.add_event_handler(Events.ITERATION_COMPLETED, self._stop_if_signalled, flag)  # after every handler
+        try:
+            with flag:
+                state = self.run(
+                    data=None, max_epochs=self.max_iterations // self.epoch_length, epoch_length=self.epoch_length
+                )
+        finally:
+            self.remove_event_handler(self._stop_if_signalled, Events.ITERATION_COMPLETED)
+        if self._signum is not None:
+            stop = TrainingInterrupted(self._signum, state.iteration, self.max_iterations, self._interrupt_checkpoint)
+            if self.rank == 0:
+                print(f"mtbio: {stop}", file=sys.stderr, flush=True)
+            raise stop
+        return state
+
+    def _stop_if_signalled(self, engine: Engine, flag: SignalFlag) -> None:
+        signum = flag.signum or 0
+        if self.world_size > 1 and flag.signals:  # every rank stops after the same iteration
+            import torch.distributed as dist
+
+            seen = torch.tensor([signum], device=self.device)
+            dist.all_reduce(seen, op=dist.ReduceOp.MAX)
+            signum = int(seen.item())
+        if not signum or engine.state.iteration >= self.max_iterations:
+            return  # a signal during the last iteration: the run is complete, nothing is lost
+        self._signum = signum
+        if self.checkpoints is not None:
+            self._interrupt_checkpoint = self.checkpoints.save(engine)
+        engine.terminate(skip_completed=True)  # no COMPLETED: no final checkpoint, no end-of-run validation
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """Everything a resumable checkpoint holds (a ``save_dict`` / ``load_dict`` for MONAI's handlers)."""
@@ -194,26 +270,68 @@ class UDATrainer(Engine):
         return objs
 
 
-def attach_checkpointing(trainer: UDATrainer, run_dir: str | Path, interval: int, n_saved: int | None = 1) -> Any:
-    """Attach a MONAI ``CheckpointSaver`` writing ``RUN_DIR/checkpoint_iteration=N.pt`` every ``interval``
-    iterations and ``checkpoint_final_iteration=N.pt`` at the end (MONAI writes via a temporary file).
+class RunCheckpoints:
+    """Resumable checkpoints of a :class:`UDATrainer` in ``run_dir`` (ignite ``Checkpoint`` objects).
+
+    ``checkpoint_iteration=N.pt`` every ``interval`` iterations (the newest ``n_saved`` kept) and on demand
+    (:meth:`save`, used when a signal stops the run); ``checkpoint_final_iteration=T.pt`` when the run completes
+    all ``T`` iterations (a run ended early by ``terminate()`` gets a ``checkpoint_iteration=N.pt`` instead).
+    Files are written atomically (a temporary file in ``run_dir``, then ``os.replace``): a killed process
+    leaves either the previous files or the new one, never a truncated checkpoint. Nothing is written when an
+    exception ends the run (the state may be mid-iteration). Written on rank 0 of a multi-process run.
+    """
+
+    def __init__(self, trainer: UDATrainer, run_dir: str | Path, interval: int, n_saved: int | None = 1) -> None:
+        from ignite.handlers import Checkpoint, DiskSaver
+
+        if interval < 1:
+            raise ValueError(f"checkpoint interval must be >= 1, got {interval}")
+        self.trainer = trainer
+        self.run_dir = Path(run_dir)
+        self.interval = int(interval)
+        objs = trainer.checkpoint_objects()
+
+        def disk() -> DiskSaver:
+            return DiskSaver(str(self.run_dir), atomic=True, require_empty=False, create_dir=True)
+
+        def iteration(engine: Engine) -> int:
+            return int(engine.state.iteration)
+
+        self._periodic = Checkpoint(objs, disk(), score_function=iteration, score_name="iteration", n_saved=n_saved)
+        self._final = Checkpoint(objs, disk(), score_function=iteration, score_name="final_iteration", n_saved=1)
+        self._saved_at: int | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.save)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
+
+    def save(self, engine: Engine) -> Path:
+        """Write ``checkpoint_iteration=N.pt`` of the ``N`` completed iterations (once per ``N``); its path."""
+        n = int(engine.state.iteration)
+        if self._saved_at != n:
+            self._periodic(engine)
+            self._saved_at = n
+        return self.run_dir / f"checkpoint_iteration={n}.pt"
+
+    def _completed(self, engine: Engine) -> None:
+        if engine.state.iteration >= self.trainer.max_iterations:
+            self._final(engine)
+        else:  # terminate() before the end (e.g. a time-boxed job): an ordinary resumable checkpoint
+            self.save(engine)
+
+
+def attach_checkpointing(
+    trainer: UDATrainer, run_dir: str | Path, interval: int, n_saved: int | None = 1
+) -> RunCheckpoints:
+    """Attach :class:`RunCheckpoints`: ``RUN_DIR/checkpoint_iteration=N.pt`` every ``interval`` iterations and
+    when a signal stops :meth:`UDATrainer.fit`, ``checkpoint_final_iteration=N.pt`` at the end; atomic writes.
 
     Returns:
-        the handler.
+        the handler (also ``trainer.checkpoints``).
     """
-    from monai.handlers import CheckpointSaver
-
-    if interval < 1:
-        raise ValueError(f"checkpoint interval must be >= 1, got {interval}")
-    saver = CheckpointSaver(
-        save_dir=str(run_dir),
-        save_dict=trainer.checkpoint_objects(),
-        save_interval=int(interval),
-        epoch_level=False,
-        save_final=True,
-        n_saved=n_saved,
-    )
+    saver = RunCheckpoints(trainer, run_dir, interval, n_saved)
     saver.attach(trainer)
+    trainer.checkpoints = saver
     return saver
 
 

@@ -117,11 +117,8 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
     assert resumed is not None and resumed.endswith("iteration=3.pt")
     a, b = _weights(full / "models" / "masktwins.pt"), _weights(part / "models" / "masktwins.pt")
     assert a.keys() == b.keys()
-    for k in a:
-        if a[k].is_floating_point():
-            assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
-        else:
-            assert torch.equal(a[k], b[k]), k
+    for k in a:  # bitwise on the CPU
+        assert torch.equal(a[k], b[k]), k
     assert torch.load(part / "models" / "masktwins.pt", weights_only=True)["iteration"] == 6
     # a third call finds the finished run and keeps it
     before = (part / "models" / "masktwins.pt").stat().st_mtime_ns

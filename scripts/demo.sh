@@ -9,9 +9,13 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning:monai.bundle.scripts}"
-configs=bundles/masktwins_demo/configs
+bundle=bundles/masktwins_demo
+configs=$bundle/configs
 start=$(date +%s)
-.venv/bin/python -m monai.bundle run training --config_file "$configs/train.yaml" "$@"
-.venv/bin/python -m monai.bundle run inference --config_file "$configs/inference.yaml" "$@"
-.venv/bin/python -m monai.bundle run evaluate --config_file "$configs/evaluate.yaml" "$@"
+# inference.yaml and evaluate.yaml extend train.yaml (MONAI merges the listed files in order)
+.venv/bin/python -m monai.bundle run training --bundle_root "$bundle" --config_file "$configs/train.yaml" "$@"
+.venv/bin/python -m monai.bundle run inference --bundle_root "$bundle" \
+  --config_file "['$configs/train.yaml','$configs/inference.yaml']" "$@"
+.venv/bin/python -m monai.bundle run evaluate --bundle_root "$bundle" \
+  --config_file "['$configs/train.yaml','$configs/evaluate.yaml']" "$@"
 echo "demo bundle: $(($(date +%s) - start)) s (training, inference, evaluation; set-up not counted)"

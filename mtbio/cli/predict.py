@@ -65,11 +65,14 @@ def resume_hint(argv: Sequence[str] | None, output: str | None) -> str:
     return "resume with:  " + shlex.join(["mtbio", *args, "--resume"])
 
 
-def _normalization(choice: str, roi_dims: int) -> str | None:
-    """The ``predict_volume`` normalisation for a ``--normalize`` choice (mtbio trains 2D nets per section)."""
+def _normalization(choice: str, roi_dims: int, bundle: str | None = None) -> str | None:
+    """The ``predict_volume`` normalisation for a ``--normalize`` choice: ``auto`` is the bundle's ``normalize``
+    when it states one, else mtbio's training rule (2D nets per section, 3D nets per volume)."""
     if choice == "none":
         return None
     if choice == "auto":
+        if bundle is not None:
+            return None if bundle in ("none", "None") else bundle
         return "zscore_section" if roi_dims == 2 else "zscore"
     return choice
 
@@ -92,9 +95,15 @@ def register(subparsers: Any) -> None:
     net.add_argument("--network", help="an mtbio network name (mtbio.networks.get_network), e.g. small_unet")
     net.add_argument("--spatial-dims", type=int, choices=(2, 3), help="with --network (default: len(--roi) or 2)")
     net.add_argument("--checkpoint", type=Path, help="weights (default <bundle>/models/model.pt)")
+    net.add_argument(
+        "--trust-bundle",
+        action="store_true",
+        help="let the bundle's config run code ($ expressions, any _target_); needed only for bundles whose "
+        "network_def is not a plain network class (mtbio's own bundles are)",
+    )
     p.add_argument("--key", help="dataset inside an h5 / zarr input")
     p.add_argument("--roi", type=int, nargs="+", help="window size, 2 or 3 values (default 256 256 / 32 128 128)")
-    p.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
+    p.add_argument("--overlap", type=float, help="window overlap fraction (default: the bundle's, else 0.25)")
     p.add_argument("--mode", choices=("gaussian", "constant"), default="gaussian", help="blending (default gaussian)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     p.add_argument("--device", help="torch device (default cuda when available, else cpu)")
@@ -105,7 +114,8 @@ def register(subparsers: Any) -> None:
         "--normalize",
         choices=("auto", "zscore", "zscore_section", "none"),
         default="auto",
-        help="intensity z-score: auto (default) = per section for 2D networks, per volume for 3D ones",
+        help="intensity z-score: auto (default) = the bundle's normalize, else per section for 2D networks, per "
+        "volume for 3D ones",
     )
     p.add_argument("--chunks", type=int, nargs="+", help="output chunk shape")
     p.add_argument("--mask", action="store_true", help="also write labels/mask (foreground probability >= 0.5)")
@@ -123,41 +133,23 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _bundle_settings(bundle: Path) -> dict[str, Any]:
-    """``roi_size``, ``overlap``, ``spatial_dims`` stated by a bundle config (top level / inferer / network_def)."""
-    from mtbio.inference.model_io import BUNDLE_CONFIGS
-
-    config = next((bundle / c for c in BUNDLE_CONFIGS if (bundle / c).is_file()), None)
-    if config is None:
-        return {}
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(config))
-    raw = parser.config
-    out: dict[str, Any] = {}
-    inferer = raw.get("inferer") if isinstance(raw.get("inferer"), dict) else {}
-    for name in ("roi_size", "overlap"):
-        value = raw.get(name, inferer.get(name))
-        if isinstance(value, (int, float, list, tuple)):
-            out[name] = value
-    net_def = raw.get("network_def")
-    if isinstance(net_def, dict) and isinstance(net_def.get("spatial_dims"), int):
-        out["spatial_dims"] = net_def["spatial_dims"]
-    return out
+DEFAULT_OVERLAP = 0.25
 
 
-def _load_network(args: argparse.Namespace) -> tuple[Any, tuple[int, ...], float]:
-    from mtbio.inference.model_io import load_bundle_network, load_named_network
+def _load_network(args: argparse.Namespace) -> tuple[Any, tuple[int, ...], float, str | None]:
+    """The network, window, overlap and bundle normalisation (``None``: not stated) of the command line; a
+    bundle's ``roi_size`` / ``overlap`` / ``normalize`` apply unless given on the command line."""
+    from mtbio.inference.model_io import bundle_inferer_settings, load_bundle_network, load_named_network
 
     if (args.bundle is None) == (args.network is None):
         raise ValueError("pass exactly one of --bundle DIR or --network NAME (with --checkpoint)")
-    overlap = args.overlap
+    settings: dict[str, Any] = {}
     if args.bundle is not None:
-        settings = _bundle_settings(args.bundle)
-        network = load_bundle_network(args.bundle, args.checkpoint)
-        dims = len(args.roi) if args.roi else settings.get("spatial_dims", len(settings.get("roi_size", ())) or 2)
-        roi = args.roi or settings.get("roi_size") or DEFAULT_ROI[dims]
+        network = load_bundle_network(args.bundle, args.checkpoint, trust=args.trust_bundle)
+        settings = bundle_inferer_settings(args.bundle, trust=args.trust_bundle)
+        bundle_roi = settings.get("roi_size")
+        dims = len(args.roi) if args.roi else len(bundle_roi) if isinstance(bundle_roi, list | tuple) else 2
+        roi = args.roi or bundle_roi or DEFAULT_ROI[dims]
     else:
         dims = args.spatial_dims or (len(args.roi) if args.roi else 2)
         if args.checkpoint is None:
@@ -167,7 +159,9 @@ def _load_network(args: argparse.Namespace) -> tuple[Any, tuple[int, ...], float
     roi = tuple(int(r) for r in ([roi] * dims if isinstance(roi, int) else roi))
     if len(roi) != dims:
         raise ValueError(f"--roi {roi} has {len(roi)} values for a {dims}D network")
-    return network, roi, overlap
+    overlap = args.overlap if args.overlap is not None else float(settings.get("overlap", DEFAULT_OVERLAP))
+    normalize = settings.get("normalize")
+    return network, roi, overlap, None if normalize is None else str(normalize)
 
 
 def _single_stack(inputs: list[str]) -> bool:
@@ -194,10 +188,10 @@ def run(args: argparse.Namespace) -> int:
     activation = None if args.activation == "none" else args.activation
     if args.mask and activation is None:
         raise ValueError("--mask needs probabilities: drop --activation none")
-    network, roi, overlap = _load_network(args)
+    network, roi, overlap, bundle_normalize = _load_network(args)
     with graceful_signals() as signals:
         try:
-            return _predict(args, inputs, output, network, roi, overlap, activation, signals)
+            return _predict(args, inputs, output, network, roi, overlap, bundle_normalize, activation, signals)
         except Interrupted as err:  # SIGINT / SIGTERM: the store is incomplete, resumable and unlocked
             return _interrupted(args, err.signum, err.output or output)
         except KeyboardInterrupt:  # Ctrl-C outside the run loop
@@ -227,6 +221,7 @@ def _predict(
     network: Any,
     roi: tuple[int, ...],
     overlap: float,
+    bundle_normalize: str | None,
     activation: str | None,
     signals: dict[str, int | None],
 ) -> int:
@@ -251,7 +246,7 @@ def _predict(
             dtype=args.dtype,
             chunks=args.chunks,
             amp=args.amp,
-            normalize=_normalization(args.normalize, len(roi)),
+            normalize=_normalization(args.normalize, len(roi), bundle_normalize),
             resume=resume,
             overwrite=args.overwrite and not resume,
             key=args.key,

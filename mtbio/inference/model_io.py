@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections.abc import Mapping
@@ -11,7 +10,8 @@ from typing import Any
 
 import torch
 
-BUNDLE_CONFIGS = ("configs/inference.yaml", "configs/inference.json", "configs/train.yaml", "configs/train.json")
+#: config files of a bundle folder, in merge order (inference extends train)
+BUNDLE_CONFIGS = ("configs/train.json", "configs/train.yaml", "configs/inference.json", "configs/inference.yaml")
 BUNDLE_WEIGHTS = "models/model.pt"
 
 
@@ -47,43 +47,109 @@ def load_state(network: torch.nn.Module, checkpoint: str | os.PathLike) -> torch
     return network
 
 
-def load_bundle_network(bundle: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> torch.nn.Module:
-    """Instantiate ``network_def`` of a MONAI bundle folder and load its weights.
-
-    Args:
-        bundle: folder with ``configs/inference.yaml`` (or ``.json`` / ``train.yaml``) defining ``network_def``.
-        checkpoint: weights; default ``<bundle>/models/model.pt``.
+def bundle_config(bundle: str | os.PathLike) -> tuple[dict[str, Any], list[Path]]:
+    """The raw (unevaluated) config of a MONAI bundle folder: ``configs/train`` then ``configs/inference``
+    (``.yaml`` / ``.json``) merged top-level id by id, the inference file winning (the model-zoo
+    ``--config_file "['train', 'inference']"`` form; mtbio's inference.yaml extends train.yaml).
 
     Raises:
-        FileNotFoundError: no bundle folder, config or weights.
-        ValueError: a config without ``network_def`` or weights that do not fit.
+        FileNotFoundError: no bundle folder, or none of :data:`BUNDLE_CONFIGS`.
     """
     from monai.bundle import ConfigParser
 
     root = Path(bundle)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: bundle folder does not exist")
-    config = next((root / c for c in BUNDLE_CONFIGS if (root / c).is_file()), None)
-    if config is None:
+    files = [root / c for c in BUNDLE_CONFIGS if (root / c).is_file()]
+    if not files:
         raise FileNotFoundError(f"{root}: bundle has none of {', '.join(BUNDLE_CONFIGS)}")
-    root, config = root.resolve(), config.resolve()
-    # mtbio's bundles include shared fragments as ``%configs/<file>.yaml#key``, relative to the repository root
-    # (the folder holding ``bundles/``): parse from there, so the network loads from any working directory
-    base = root.parents[1] if len(root.parents) > 1 and (root.parents[1] / "configs").is_dir() else Path.cwd()
-    with contextlib.chdir(base):
-        parser = ConfigParser()
-        parser.read_config(str(config))
-        parser["bundle_root"] = str(root)
-        if "network_def" not in parser.config:
-            raise ValueError(f"{config}: no 'network_def' entry")
+    merged: dict[str, Any] = {}
+    for path in files:
+        content = ConfigParser.load_config_file(str(path))
+        if not isinstance(content, dict):
+            raise ValueError(f"{path}: a bundle config must be a mapping of ids, got {type(content).__name__}")
+        merged.update(content)
+    return merged, files
+
+
+def _parse_bundle_ids(bundle: Path, ids: list[str], trust: bool) -> list[Any]:
+    """Build ``ids`` of the bundle's config: everything (``trust``) or only their declarative closure."""
+    from monai.bundle import ConfigParser
+
+    from mtbio.bundle.trust import UntrustedBundleError, declarative_closure
+
+    config, files = bundle_config(bundle)
+    where = ", ".join(str(f) for f in files)
+    if trust:
+        parser = ConfigParser(config)
+        parser["bundle_root"] = str(bundle.resolve())
+        keys = ids
+    else:
         try:
-            network = parser.get_parsed_content("network_def")
-        except Exception as err:  # noqa: BLE001 - re-raised with the path
-            raise ValueError(f"{config}: cannot build 'network_def' ({err})") from err
+            parser = ConfigParser(declarative_closure(config, ids))
+        except UntrustedBundleError as err:
+            raise UntrustedBundleError(
+                f"{bundle}: its config runs code ({err}); it is not a plain network definition as mtbio's bundles "
+                "are. Only if you trust where it comes from: pass --trust-bundle (napari: tick 'trust bundle')"
+            ) from err
+        keys = [f"__id_{i}__" for i in range(len(ids))]
+    out = []
+    for key, name in zip(keys, ids, strict=True):
+        try:
+            out.append(parser.get_parsed_content(key))
+        except Exception as err:  # noqa: BLE001 - re-raised with the files
+            raise ValueError(f"{where}: cannot build {name!r} ({err})") from err
+    return out
+
+
+def load_bundle_network(
+    bundle: str | os.PathLike, checkpoint: str | os.PathLike | None = None, *, trust: bool = False
+) -> torch.nn.Module:
+    """Instantiate ``network_def`` of a MONAI bundle folder and load its weights, from any working directory.
+
+    Without ``trust`` only a declarative ``network_def`` is built (:mod:`mtbio.bundle.trust`: network classes of
+    mtbio / MONAI / torch, plain values, ``@`` references; nothing else of the config is evaluated), which covers
+    the bundles shipped with mtbio and copies of them. ``trust=True`` parses the whole config as MONAI does
+    (``$`` expressions, any ``_target_``), with ``bundle_root`` set to the folder.
+
+    Args:
+        bundle: folder with ``configs/train.yaml`` and / or ``configs/inference.yaml`` (or ``.json``) defining
+            ``network_def`` (:func:`bundle_config`).
+        checkpoint: weights; default ``<bundle>/models/model.pt``.
+        trust: allow the config to run code.
+
+    Raises:
+        FileNotFoundError: no bundle folder, config or weights.
+        mtbio.bundle.trust.UntrustedBundleError: (a ValueError) ``network_def`` needs code and ``trust`` is false.
+        ValueError: a config without ``network_def`` or weights that do not fit.
+    """
+    root = Path(bundle)
+    config, files = bundle_config(root)
+    if "network_def" not in config:
+        raise ValueError(f"{', '.join(str(f) for f in files)}: no 'network_def' entry")
+    network = _parse_bundle_ids(root, ["network_def"], trust)[0]
     if not isinstance(network, torch.nn.Module):
-        raise ValueError(f"{config}: 'network_def' is a {type(network).__name__}, not a torch module")
+        raise ValueError(f"{root}: 'network_def' is a {type(network).__name__}, not a torch module")
     weights = Path(checkpoint) if checkpoint is not None else root / BUNDLE_WEIGHTS
     return load_state(network, weights)
+
+
+#: inferer settings a bundle may state: top-level ids (mtbio's inference.yaml) or inside ``inferer`` (model zoo)
+INFERER_SETTINGS = ("roi_size", "overlap", "normalize")
+
+
+def bundle_inferer_settings(bundle: str | os.PathLike, *, trust: bool = False) -> dict[str, Any]:
+    """``roi_size``, ``overlap`` and ``normalize`` stated by a bundle (top level, else in ``inferer``), built under
+    the same trust rule as :func:`load_bundle_network`; absent ones are left out."""
+    config, _ = bundle_config(bundle)
+    inferer = config.get("inferer") if isinstance(config.get("inferer"), dict) else {}
+    present = [
+        (name, name if name in config else f"inferer#{name}")
+        for name in INFERER_SETTINGS
+        if name in config or name in inferer
+    ]
+    values = _parse_bundle_ids(Path(bundle), [key for _, key in present], trust) if present else []
+    return {name: value for (name, _), value in zip(present, values, strict=True)}
 
 
 def load_named_network(

@@ -79,10 +79,15 @@ class PredictJob:
     device: Device
     voxel_size: tuple[float, ...] | None
     resume: bool
+    #: let a bundle's config run code (see :mod:`mtbio.bundle.trust`)
+    trust_bundle: bool = False
 
 
-def load_network(network: str, model_path: Path | None, spatial_dims: int) -> Any:
+def load_network(network: str, model_path: Path | None, spatial_dims: int, trust: bool = False) -> Any:
     """A torch network: a MONAI bundle folder (``network == "bundle"``) or ``network`` + a checkpoint file.
+
+    A bundle whose ``network_def`` needs code (``$`` expressions, non-network ``_target_``) loads only with
+    ``trust`` (:func:`mtbio.inference.model_io.load_bundle_network`).
 
     Raises:
         ValueError / FileNotFoundError: a missing or unusable model, naming the path.
@@ -92,7 +97,7 @@ def load_network(network: str, model_path: Path | None, spatial_dims: int) -> An
     if network == BUNDLE:
         if model_path is None:
             raise ValueError("choose a MONAI bundle folder (network = bundle)")
-        return load_bundle_network(model_path)
+        return load_bundle_network(model_path, trust=trust)
     if model_path is not None and model_path.is_dir():
         raise ValueError(f"{model_path}: is a folder; choose a checkpoint file for network {network!r}, or 'bundle'")
     return load_named_network(network, spatial_dims, model_path)
@@ -107,7 +112,7 @@ def run_job(job: PredictJob, progress: Any, stop: Any) -> tuple[Path, bool]:
     from mtbio.data.store import open_prediction_store
     from mtbio.inference import predict_volume, write_mask
 
-    network = load_network(job.network, job.model_path, len(job.roi))
+    network = load_network(job.network, job.model_path, len(job.roi), trust=job.trust_bundle)
     predict_volume(
         network,
         job.source,
@@ -134,8 +139,8 @@ def run_job(job: PredictJob, progress: Any, stop: Any) -> tuple[Path, bool]:
 class PredictWidget(Container):
     """Segment mitochondria in an image layer with a trained network (bundle or checkpoint).
 
-    Attributes (sub-widgets tests and users set): ``image``, ``network``, ``model_path``, ``roi``, ``overlap``,
-    ``batch_size``, ``device``, ``output``, ``resume``, ``run_button``, ``cancel_button``, ``progress``,
+    Attributes (sub-widgets tests and users set): ``image``, ``network``, ``model_path``, ``trust_bundle``, ``roi``,
+    ``overlap``, ``batch_size``, ``device``, ``output``, ``resume``, ``run_button``, ``cancel_button``, ``progress``,
     ``status``; ``worker`` is the running (or last) thread worker and ``busy`` is true while it runs.
     """
 
@@ -147,6 +152,11 @@ class PredictWidget(Container):
         self.image = layer_picker(napari_viewer, napari.layers.Image, "image")
         self.network = ComboBox(label="network", choices=[BUNDLE, *NETWORKS], value=BUNDLE)
         self.model_path = FileEdit(label="bundle / checkpoint", mode="d")
+        self.trust_bundle = CheckBox(
+            label="trust bundle",
+            value=False,
+            tooltip="let the bundle's config run code; only for bundles from a source you trust",
+        )
         self.roi = LineEdit(label="ROI (z, y, x or y, x)", value="")
         self.overlap = FloatSpinBox(label="overlap", value=DEFAULT_OVERLAP, min=0.0, max=0.9, step=0.05)
         self.batch_size = SpinBox(label="batch size", value=DEFAULT_BATCH_SIZE, min=1, max=256)
@@ -163,6 +173,7 @@ class PredictWidget(Container):
                 self.image,
                 self.network,
                 self.model_path,
+                self.trust_bundle,
                 self.roi,
                 self.overlap,
                 self.batch_size,
@@ -234,6 +245,7 @@ class PredictWidget(Container):
             device=Device(self.device.value),
             voxel_size=voxel_size,
             resume=bool(self.resume.value),
+            trust_bundle=bool(self.trust_bundle.value),
         )
 
     def _output_path(self, name: str) -> Path:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.bundles._run import BUNDLES, REPO, SCHEMA, config
+from tests.bundles._run import BUNDLES, REPO, SCHEMA, config, config_files, copy_bundle
 
 FILES = ("metadata.json", "train.yaml", "inference.yaml", "evaluate.yaml", "multi_gpu_train.yaml", "logging.conf")
 
@@ -36,14 +36,17 @@ def test_verify_metadata(bundle, tmp_path):
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
-def test_verify_net_in_out(bundle, monkeypatch):
+def test_verify_net_in_out(bundle, monkeypatch, tmp_path):
+    """On a copy of the bundle, from another working directory, with inference.yaml merged over train.yaml."""
     from monai.bundle import verify_net_in_out
 
-    monkeypatch.chdir(REPO)  # shared fragments are referenced as %configs/... from the repository root
+    root = copy_bundle(bundle, tmp_path)
+    monkeypatch.chdir(tmp_path)
     verify_net_in_out(
         net_id="network_def",
-        meta_file=str(config(bundle, "metadata.json")),
-        config_file=str(config(bundle, "inference.yaml")),
+        meta_file=str(root / "configs" / "metadata.json"),
+        config_file=config_files(root, "inference"),
+        bundle_root=str(root),
         device="cpu",
         n=2,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.bundles._run import REPO, SYNTHETIC, config
+from tests.bundles._run import config_files, copy_bundle
 
 
 def _torchrun() -> list[str]:
@@ -25,15 +25,16 @@ def _torchrun() -> list[str]:
 def test_torchrun_two_processes_on_cpu(bundle, tmp_path):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    train, multi = (config(bundle, f).relative_to(REPO) for f in ("train.yaml", "multi_gpu_train.yaml"))
-    files = f"['{train}','{multi}']"
+    root = copy_bundle(bundle, tmp_path / "copies")  # the list-merged form from a copy, cwd elsewhere
+    files = str(config_files(root, "multi_gpu"))
     cmd = _torchrun() + ["--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training"]
-    cmd += ["--config_file", files, "--output_dir", str(tmp_path), "--models_dir", str(tmp_path / "models")]
-    cmd += ["--data", SYNTHETIC, "--data_shape", "[8,64,64]", "--crop_size", "[32,32]", "--block_size", "16"]
+    cmd += ["--bundle_root", str(root), "--config_file", files]
+    cmd += ["--output_dir", str(tmp_path), "--models_dir", str(tmp_path / "models")]
+    cmd += ["--data_shape", "[8,64,64]", "--crop_size", "[32,32]", "--block_size", "16"]
     cmd += ["--iterations", "4", "--checkpoint_interval", "2", "--log_interval", "2", "--strategies", "['masktwins']"]
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
         stdout, stderr = proc.communicate(timeout=240)

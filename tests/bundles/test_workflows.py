@@ -1,5 +1,6 @@
 """train -> inference -> evaluate of every bundle for a few iterations on tiny synthetic data (model-zoo style:
-``ConfigWorkflow`` with overrides), and exact resume after an interrupted ``training``."""
+``ConfigWorkflow`` with overrides), each from a copy of the bundle folder with the working directory elsewhere, and
+exact resume after an interrupted ``training``."""
 
 from __future__ import annotations
 
@@ -8,78 +9,79 @@ import json
 import pytest
 import torch
 
-from tests.bundles._run import BUNDLES, REPO, run_workflow, tiny
+from tests.bundles._run import BUNDLES, copy_bundle, run_workflow, tiny
 
 
 @pytest.fixture(autouse=True)
-def _repo_root(monkeypatch):
-    monkeypatch.chdir(REPO)  # the bundles' commands run from the repository root
+def _elsewhere(monkeypatch, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # neither the repository nor the bundle folder
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)  # leave the process as found (later tests compare against 2-thread children)
 
 
+@pytest.fixture
+def demo(tmp_path):
+    return copy_bundle("masktwins_demo", tmp_path / "copies")
+
+
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_train_infer_evaluate(bundle, tmp_path):
+    """From a copy of the bundle, cwd elsewhere, runs and weights in the copy (bundle_root), and the weights load
+    through load_bundle_network(copy) without --trust-bundle."""
     from mtbio.bundle.data import synthetic_pair
     from mtbio.data.store import open_prediction_store
+    from mtbio.inference.model_io import load_bundle_network
     from mtbio.metrics import em_metrics
     from mtbio.uda.config import UDAConfig
 
-    kw = tiny(bundle, tmp_path)
+    root = copy_bundle(bundle, tmp_path / "copies")
+    runs = root / "runs"
+    kw = tiny(bundle, None)
     strategies = ["source_only", "masktwins"]
-    finished = run_workflow(bundle, "train", "training", strategies=strategies, **kw)[0]
+    finished = run_workflow(root, "train", "training", strategies=strategies, **kw)[0]
     assert sorted(finished) == sorted(strategies)
+    assert not any((tmp_path / "elsewhere").iterdir()), "the run wrote into the working directory"
     for s in strategies:
-        run = tmp_path / s
+        run = runs / s
         assert (run / "checkpoint_final_iteration=4.pt").is_file()
         assert list((run / "tb").glob("events.out.tfevents.*")), "no TensorBoard log"
         resolved = json.loads((run / "config.json").read_text())
         assert resolved["iterations"] == 4 and resolved["strategy"] == s
         assert resolved["config"]["tau"] == UDAConfig.tau  # the bundle follows the library's defaults
-    assert (tmp_path / "models" / "model.pt").read_bytes() == (tmp_path / "models" / "masktwins.pt").read_bytes()
+    assert (root / "models" / "model.pt").read_bytes() == (root / "models" / "masktwins.pt").read_bytes()
 
-    stores = run_workflow(bundle, "inference", "inference", strategies=strategies, **kw)[0]
-    data = synthetic_pair(tmp_path / "data", seed=0, shape=(8, 64, 64))
+    stores = run_workflow(root, "inference", "inference", strategies=strategies, **kw)[0]
+    data = synthetic_pair(runs / "data", seed=0, shape=(8, 64, 64))
     for s in strategies:
         store = open_prediction_store(stores[s])  # complete, or it raises
         assert store.spatial_shape == (8, 64, 64)
         assert (stores[s] / "0").is_dir()
+        assert stores[s].parent == runs / "predictions"
 
-    results = run_workflow(bundle, "evaluate", "evaluate", strategies=strategies, **kw)[0]
+    results = run_workflow(root, "evaluate", "evaluate", strategies=strategies, **kw)[0]
     label = data.test_label[:] > 0
     for s in strategies:
         expected = em_metrics(open_prediction_store(stores[s]).foreground(), label)
         assert results[s][0]["IoU"] == pytest.approx(expected["IoU"])
         assert results[s][0]["mAP"] == pytest.approx(expected["mAP"])
-    saved = json.loads((tmp_path / "results.json").read_text())["results"]
+    saved = json.loads((runs / "results.json").read_text())["results"]
     assert saved == results
-    assert "| masktwins | 1 |" in (tmp_path / "results.md").read_text()
+    assert "| masktwins | 1 |" in (runs / "results.md").read_text()
+    if bundle != "masktwins_em3d":  # (em3d's test network is an override, not the bundle's network_def)
+        net = load_bundle_network(root)  # models/model.pt of the copy, no opt-in needed
+        teacher = torch.load(root / "models" / "masktwins.pt", weights_only=True)["teacher"]
+        assert all(torch.equal(v, teacher[k]) for k, v in net.state_dict().items())
 
 
-def test_bundle_weights_load_through_load_bundle_network(tmp_path, monkeypatch):
-    """models/model.pt of a run is the EMA teacher that mtbio predict --bundle / napari load with network_def."""
-    from mtbio.inference.model_io import load_bundle_network
-
-    kw = tiny("masktwins_demo", tmp_path)
-    run_workflow("masktwins_demo", "train", "training", strategies=["masktwins"], **kw)
-    net = load_bundle_network(REPO / "bundles" / "masktwins_demo", tmp_path / "models" / "model.pt")
-    teacher = torch.load(tmp_path / "models" / "masktwins.pt", weights_only=True)["teacher"]
-    for name, value in net.state_dict().items():
-        assert torch.equal(value, teacher[name])
-    # the shared %configs/ fragments resolve from any working directory (mtbio predict --bundle, napari)
-    monkeypatch.chdir(tmp_path)
-    again = load_bundle_network(REPO / "bundles" / "masktwins_demo", tmp_path / "models" / "model.pt")
-    assert all(torch.equal(v, net.state_dict()[k]) for k, v in again.state_dict().items())
-
-
-def test_pretrain_start_every_strategy_from_the_source_only_weights(tmp_path):
+def test_pretrain_start_every_strategy_from_the_source_only_weights(tmp_path, demo):
     """pretrain_iterations > 0: a source-only run first, and every strategy starts from its EMA weights. With lr 0
     (the trainer refuses lr 0: 1e-30) no parameter moves by more than ~1e-29, so the strategies' final parameters
     must equal the pre-trained ones (and differ from the seeded random start of a run without pre-training)."""
     kw = tiny("masktwins_demo", tmp_path, pretrain_iterations=3, lr=1e-30)
-    finished = run_workflow("masktwins_demo", "train", "training", strategies=["masktwins"], **kw)[0]
+    finished = run_workflow(demo, "train", "training", strategies=["masktwins"], **kw)[0]
     assert sorted(finished) == ["masktwins"]  # the pre-training is not a strategy
     assert json.loads((tmp_path / "pretrain" / "config.json").read_text())["iterations"] == 3
     assert (tmp_path / "pretrain" / "checkpoint_final_iteration=3.pt").is_file()
@@ -92,7 +94,7 @@ def test_pretrain_start_every_strategy_from_the_source_only_weights(tmp_path):
             assert all(torch.allclose(final[part][k], pre[k], rtol=0, atol=1e-25) for k in params), (s, part)
     scratch = tmp_path / "scratch"
     kw_scratch = tiny("masktwins_demo", scratch, lr=1e-30)
-    run_workflow("masktwins_demo", "train", "training", strategies=["source_only"], **kw_scratch)
+    run_workflow(demo, "train", "training", strategies=["source_only"], **kw_scratch)
     other = torch.load(scratch / "models" / "source_only.pt", weights_only=True)["teacher"]
     assert max((other[k] - pre[k]).abs().max().item() for k in params) > 1e-3
 
@@ -102,17 +104,17 @@ def _weights(path):
     return {f"{part}.{k}": v for part in ("student", "teacher") for k, v in payload[part].items()}
 
 
-def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, demo):
     kw = dict(strategies=["masktwins"], iterations=6, checkpoint_interval=1)
     full = tmp_path / "full"
-    run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", full, **kw))
+    run_workflow(demo, "train", "training", **tiny("masktwins_demo", full, **kw))
     part = tmp_path / "part"
     # first invocation stops after iteration 3 (as a killed job would, with its checkpoints on disk) ...
-    out = run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", part, stop_after=3, **kw))[0]
+    out = run_workflow(demo, "train", "training", **tiny("masktwins_demo", part, stop_after=3, **kw))[0]
     assert out == {} and not (part / "models" / "masktwins.pt").exists()
     assert (part / "masktwins" / "checkpoint_iteration=3.pt").is_file()
     # ... the second one resumes from that checkpoint and finishes the run
-    run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", part, **kw))
+    run_workflow(demo, "train", "training", **tiny("masktwins_demo", part, **kw))
     resumed = json.loads((part / "masktwins" / "config.json").read_text())["resumed_from"]
     assert resumed is not None and resumed.endswith("iteration=3.pt")
     a, b = _weights(full / "models" / "masktwins.pt"), _weights(part / "models" / "masktwins.pt")
@@ -122,7 +124,7 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
     assert torch.load(part / "models" / "masktwins.pt", weights_only=True)["iteration"] == 6
     # a third call finds the finished run and keeps it
     before = (part / "models" / "masktwins.pt").stat().st_mtime_ns
-    run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", part, **kw))
+    run_workflow(demo, "train", "training", **tiny("masktwins_demo", part, **kw))
     assert (part / "models" / "masktwins.pt").stat().st_mtime_ns == before
 
 

@@ -323,3 +323,39 @@ def test_mask_widget_3d_blocks_and_current_section(make_napari_viewer) -> None:
     blocks = data.reshape(3, 8, 4, 8, 4, 8)
     assert (blocks == blocks[:, :1, :, :1, :, :1]).all()  # constant over each 8^3 block
     assert (data == 1).mean() == pytest.approx(0.5)
+
+
+def test_predict_widget_needs_trust_for_a_bundle_that_runs_code(
+    make_napari_viewer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 'trust bundle' box reaches the loader: unticked, a bundle whose network_def is an expression is refused
+    before anything of it runs; ticked, it loads."""
+    import torch
+    import yaml
+
+    import mtbio.napari.predict_widget as pw
+    from mtbio.bundle.trust import UntrustedBundleError
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "evil"
+    (root / "configs").mkdir(parents=True)
+    (root / "models").mkdir()
+    touch = "__import__('pathlib').Path('MARKER').touch()"
+    (root / "configs" / "inference.yaml").write_text(
+        yaml.safe_dump({"network_def": f"$({touch}, torch.nn.Conv2d(1, 2, 1))[1]"})
+    )
+    torch.save(torch.nn.Conv2d(1, 2, 1).state_dict(), root / "models" / "model.pt")
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((16, 16), dtype=np.uint8), name="em")
+    widget = pw.PredictWidget(viewer)
+    widget.model_path.value = root
+    widget.roi.value = "16, 16"
+    job = widget.job()
+    assert job.trust_bundle is False
+    with pytest.raises(UntrustedBundleError, match="trust bundle"):
+        pw.load_network(job.network, job.model_path, 2, trust=job.trust_bundle)
+    assert not (tmp_path / "MARKER").exists()
+    widget.trust_bundle.value = True
+    job = widget.job()
+    assert isinstance(pw.load_network(job.network, job.model_path, 2, trust=job.trust_bundle), torch.nn.Conv2d)
+    assert (tmp_path / "MARKER").exists()

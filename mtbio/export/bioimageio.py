@@ -48,8 +48,10 @@ CITATIONS = [
         "ICML 2025",
         "doi": "10.48550/arXiv.2507.12008",
     },
-    {"text": "Cardoso et al., MONAI: An open-source framework for deep learning in healthcare", "doi":
-     "10.48550/arXiv.2211.02701"},
+    {
+        "text": "Cardoso et al., MONAI: An open-source framework for deep learning in healthcare",
+        "doi": "10.48550/arXiv.2211.02701",
+    },
 ]
 
 
@@ -283,8 +285,12 @@ def export_bioimageio(
         yaml.safe_dump(rdf, fh, sort_keys=False)
 
     descr = _validate(out / RDF_NAME)
-    summary.update(formats=formats, format_version=str(descr.format_version), roi=list(roi), files=sorted(
-        p.name for p in out.iterdir()))
+    summary.update(
+        formats=formats,
+        format_version=str(descr.format_version),
+        roi=list(roi),
+        files=sorted(p.name for p in out.iterdir()),
+    )
     if test:
         summary["bioimageio_test"] = run_bioimageio_test(out / RDF_NAME)
     if zip_path is not None:
@@ -356,8 +362,17 @@ def _rdf(
         "authors": [{"name": a} for a in (authors or ["mtbio developers"])],
         "cite": CITATIONS,
         "license": license,
-        "tags": ["electron-microscopy", "mitochondria", "segmentation", "unet", f"{dims}d", "domain-adaptation",
-                 "pytorch", "onnx", "mtbio"],
+        "tags": [
+            "electron-microscopy",
+            "mitochondria",
+            "segmentation",
+            "unet",
+            f"{dims}d",
+            "domain-adaptation",
+            "pytorch",
+            "onnx",
+            "mtbio",
+        ],
         "documentation": {"source": "README.md", "sha256": _sha256(out / "README.md")},
         "covers": [{"source": "cover.png", "sha256": _sha256(out / "cover.png")}],
         "inputs": [
@@ -498,15 +513,19 @@ def load_package(path: str | os.PathLike) -> PackageModel:
     except (OSError, yaml.YAMLError) as err:
         raise ValueError(f"{rdf}: not a readable YAML description ({err})") from err
     if not isinstance(description, dict) or description.get("type") != "model":
-        raise ValueError(f"{rdf}: not a bioimage.io model description (type {description.get('type')!r})"
-                         if isinstance(description, dict) else f"{rdf}: not a bioimage.io model description")
+        raise ValueError(
+            f"{rdf}: not a bioimage.io model description (type {description.get('type')!r})"
+            if isinstance(description, dict)
+            else f"{rdf}: not a bioimage.io model description"
+        )
     entry = (description.get("weights") or {}).get("pytorch_state_dict")
     if not isinstance(entry, dict) or not isinstance(entry.get("architecture"), dict):
         raise ValueError(f"{rdf}: no pytorch_state_dict weights with an architecture (mtbio loads only those)")
     spec = entry["architecture"]
     if "import_from" not in spec:
-        raise ValueError(f"{rdf}: the architecture is a source file; mtbio builds only classes of "
-                         "monai.networks.nets (import_from)")
+        raise ValueError(
+            f"{rdf}: the architecture is a source file; mtbio builds only classes of monai.networks.nets (import_from)"
+        )
     inputs = description.get("inputs") or []
     if len(inputs) != 1:
         raise ValueError(f"{rdf}: mtbio feeds one input tensor, the description has {len(inputs)}")

@@ -93,9 +93,9 @@ def _plain(value: Any) -> Any:
 
 
 def _architecture(name: str, spatial_dims: int, kwargs: dict[str, Any]) -> Architecture:
-    from mtbio.networks import network_constructor
-
     import monai.networks.nets as nets
+
+    from mtbio.networks import network_constructor
 
     cls, args = network_constructor(name, spatial_dims, **kwargs)
     if getattr(nets, cls.__name__, None) is not cls:  # pragma: no cover - every mtbio network is a MONAI net
@@ -184,8 +184,9 @@ def load_source(
 
     path = Path(weights)
     if path.is_dir():
-        raise ValueError(f"{path}: is a folder; pass the weights file (final.pt, checkpoint_iteration=N.pt, "
-                         "models/model.pt)")
+        raise ValueError(
+            f"{path}: is a folder; pass the weights file (final.pt, checkpoint_iteration=N.pt, models/model.pt)"
+        )
     record = read_weights(path)
     if bundle is not None and network is not None:
         raise ValueError("pass --bundle DIR or --network NAME, not both")

@@ -216,12 +216,16 @@ def _record_from_payload(payload: Any, path: Path) -> WeightsRecord:
     if payload.get("format") == WEIGHTS_FORMAT:
         version = int(payload.get("version", 0))
         if version > WEIGHTS_VERSION:
-            raise WeightsError(path, f"weights record version {version} is newer than this mtbio reads "
-                               f"({WEIGHTS_VERSION}); upgrade mtbio")
+            raise WeightsError(
+                path,
+                f"weights record version {version} is newer than this mtbio reads ({WEIGHTS_VERSION}); upgrade mtbio",
+            )
         known = {f.name for f in fields(WeightsRecord)} - {"version"}
         values = {k: v for k, v in payload.items() if k in known}
-        values["extra"] = {**dict(values.get("extra") or {}), **{
-            k: v for k, v in payload.items() if k not in known and k not in ("format", "version")}}
+        values["extra"] = {
+            **dict(values.get("extra") or {}),
+            **{k: v for k, v in payload.items() if k not in known and k not in ("format", "version")},
+        }
         _check_state(values.get("teacher"), path, "teacher")
         return WeightsRecord(**values, version=version)
     if "meta" in payload and "teacher" in payload:  # version 1: save_weights before the record
@@ -292,8 +296,12 @@ def record_from_meta(
 
 def _from_v1(payload: Mapping[str, Any], path: Path) -> WeightsRecord:
     return record_from_meta(
-        payload["teacher"], payload.get("student"), int(payload.get("iteration", 0)), payload.get("meta") or {},
-        path=path, version=1,
+        payload["teacher"],
+        payload.get("student"),
+        int(payload.get("iteration", 0)),
+        payload.get("meta") or {},
+        path=path,
+        version=1,
     )
 
 
@@ -309,7 +317,7 @@ def _check_state(state: Any, path: Path | None, what: str) -> dict[str, torch.Te
 def _strip_prefix(state: Any, prefix: str) -> Any:
     if not isinstance(state, Mapping):
         return state
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
 
 
 def _plain(value: Any) -> Any:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtbio.export.source import Architecture, ExportSource, example_input
+from mtbio.export.source import NORM_EPS, Architecture, ExportSource, example_input, normalize_sample
 
 __all__ = [
     "PackageModel",
@@ -35,13 +35,10 @@ __all__ = [
     "export_bioimageio",
     "find_rdf",
     "load_package",
-    "normalize_sample",
     "run_bioimageio_test",
 ]
 
 RDF_NAME = "rdf.yaml"
-#: the eps of bioimage.io's zero_mean_unit_variance ((x - mean) / (std + eps)); mtbio floors std at 1e-6
-NORM_EPS = 1e-6
 CITATIONS = [
     {
         "text": "Wang et al., Dual-form Complementary Masking for Domain-Adaptive Image Segmentation (MaskTwins), "
@@ -65,22 +62,6 @@ def _sha256(path: Path) -> str:
 
 def _axis_ids(spatial_dims: int) -> list[str]:
     return ["y", "x"] if spatial_dims == 2 else ["z", "y", "x"]
-
-
-def normalize_sample(x: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
-    """bioimage.io's ``zero_mean_unit_variance`` per sample and channel over all spatial axes.
-
-    Args:
-        x: ``(B, C, *spatial)``.
-
-    Returns:
-        ``(x - mean) / (std + eps)`` with population std, the shape of ``x``.
-    """
-    dims = tuple(range(2, x.ndim))
-    x64 = x.double()
-    mean = x64.mean(dim=dims, keepdim=True)
-    std = x64.std(dim=dims, keepdim=True, correction=0)
-    return ((x64 - mean) / (std + eps)).float()
 
 
 def _cover(image: np.ndarray, prob: np.ndarray, path: Path) -> None:

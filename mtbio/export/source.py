@@ -18,8 +18,10 @@ import torch
 
 from mtbio.networks.weights import WeightsError, WeightsRecord, read_weights
 
-__all__ = ["Architecture", "ExportSource", "example_input", "load_source"]
+__all__ = ["Architecture", "ExportSource", "example_input", "load_source", "normalize_sample"]
 
+#: the eps of bioimage.io's zero_mean_unit_variance ((x - mean) / (std + eps)); mtbio floors std at 1e-6
+NORM_EPS = 1e-6
 #: modules a model description may import its network class from (also what loading a package back allows)
 ALLOWED_IMPORTS = ("monai.networks.nets",)
 
@@ -130,8 +132,9 @@ def _run_config(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _bundle_network(bundle: Path) -> tuple[str, int, dict[str, Any]] | None:
-    """``(name, spatial_dims, kwargs)`` of a bundle whose ``network_def`` is ``mtbio.networks.get_network``."""
+def _bundle_network(bundle: Path) -> tuple[str, int, dict[str, Any]] | Architecture | None:
+    """What a bundle's ``network_def`` builds: ``(name, spatial_dims, kwargs)`` for ``mtbio.networks.get_network``,
+    an :class:`Architecture` for a ``monai.networks.nets`` class, ``None`` for anything else."""
     import contextlib
 
     from monai.bundle import ConfigParser
@@ -150,9 +153,17 @@ def _bundle_network(bundle: Path) -> tuple[str, int, dict[str, Any]] | None:
             raise ValueError(f"{config}: no 'network_def' entry")
         parser.resolve_macro_and_relative_ids()
         net_def = parser.get("network_def")
-    if not isinstance(net_def, dict) or net_def.get("_target_") not in ("mtbio.networks.get_network", "get_network"):
+    if not isinstance(net_def, dict):
         return None
+    target = str(net_def.get("_target_", ""))
     kwargs = {k: v for k, v in net_def.items() if not k.startswith("_")}
+    module, _, name = target.rpartition(".")
+    if module in ALLOWED_IMPORTS and not any(
+        isinstance(v, str) and v.startswith(("@", "$", "%")) for v in kwargs.values()
+    ):
+        return Architecture(module, name, _plain(kwargs))
+    if target not in ("mtbio.networks.get_network", "get_network"):
+        return None
     name, dims = kwargs.pop("name", None), kwargs.pop("spatial_dims", None)
     if not isinstance(name, str) or dims not in (2, 3):
         return None
@@ -213,7 +224,11 @@ def load_source(
         bundle = Path(bundle)
         described = _bundle_network(bundle)
         net = load_bundle_network(bundle, path).eval()
-        if described is not None:
+        if isinstance(described, Architecture):
+            arch = described
+            record.network_class = arch.callable
+            record.spatial_dims = int(arch.kwargs.get("spatial_dims") or _dims_of(net, path))
+        elif described is not None:
             name, dims, kwargs = described
             record.network, record.spatial_dims, record.network_kwargs = name, dims, kwargs
             arch = _architecture(name, dims, kwargs)
@@ -256,3 +271,19 @@ def example_input(roi: tuple[int, ...], *, seed: int = 0, batch: int = 1) -> tor
         image -= 70.0 * torch.exp(-dist2 / (2 * radius**2))  # dark mitochondria-like bodies
     noise = torch.randn((batch, 1, *roi), generator=g) * 12.0
     return (image + noise).clamp(0, 255).float()
+
+
+def normalize_sample(x: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
+    """bioimage.io's ``zero_mean_unit_variance`` per sample and channel over all spatial axes.
+
+    Args:
+        x: ``(B, C, *spatial)``.
+
+    Returns:
+        ``(x - mean) / (std + eps)`` with population std, the shape of ``x``.
+    """
+    dims = tuple(range(2, x.ndim))
+    x64 = x.double()
+    mean = x64.mean(dim=dims, keepdim=True)
+    std = x64.std(dim=dims, keepdim=True, correction=0)
+    return ((x64 - mean) / (std + eps)).float()

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Set up .venv (with the dev + napari + measure extras) and run the test suite. Extra arguments go to pytest.
+# Set up .venv (with the dev + napari + measure + export extras) and run the test suite. Extra arguments go to pytest.
 # GUI (napari) tests need an X server: they run under xvfb-run when it exists, and are skipped with the
 # reason printed otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh dev,napari,measure
+bash scripts/setup.sh dev,napari,measure,export
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 export MPLBACKEND=Agg
 if command -v xvfb-run >/dev/null 2>&1; then

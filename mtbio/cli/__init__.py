@@ -1,4 +1,4 @@
-"""The ``mtbio`` command line: ``mtbio synth | train | predict | evaluate | demo | measure``.
+"""The ``mtbio`` command line: ``mtbio synth | train | predict | evaluate | score | measure | export | demo``.
 
 Each sub-command lives in its own module of this package with ``register(subparsers)``; a module imports
 its heavy dependencies inside its handler so ``mtbio --help`` stays fast.
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 #: sub-command modules, in the order ``mtbio --help`` lists them
-COMMANDS = ("synth", "train", "predict", "evaluate", "score", "measure", "demo")
+COMMANDS = ("synth", "train", "predict", "evaluate", "score", "measure", "export", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

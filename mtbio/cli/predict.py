@@ -90,7 +90,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("paths", nargs="+", metavar="INPUT... OUTPUT", help="input stack(s) then the output")
-    net = p.add_argument_group("network (one of --bundle / --network)")
+    net = p.add_argument_group("network (one of --bundle / --network / --model)")
     net.add_argument("--bundle", type=Path, help="MONAI bundle folder (configs/inference.yaml with network_def)")
     net.add_argument("--network", help="an mtbio network name (mtbio.networks.get_network), e.g. small_unet")
     net.add_argument("--spatial-dims", type=int, choices=(2, 3), help="with --network (default: len(--roi) or 2)")
@@ -101,6 +101,7 @@ def register(subparsers: Any) -> None:
         help="let the bundle's config run code ($ expressions, any _target_); needed only for bundles whose "
         "network_def is not a plain network class (mtbio's own bundles are)",
     )
+    net.add_argument("--model", type=Path, help="a bioimage.io model package (folder or rdf.yaml, e.g. mtbio export)")
     p.add_argument("--key", help="dataset inside an h5 / zarr input")
     p.add_argument("--roi", type=int, nargs="+", help="window size, 2 or 3 values (default 256 256 / 32 128 128)")
     p.add_argument("--overlap", type=float, help="window overlap fraction (default: the bundle's, else 0.25)")
@@ -141,10 +142,19 @@ def _load_network(args: argparse.Namespace) -> tuple[Any, tuple[int, ...], float
     bundle's ``roi_size`` / ``overlap`` / ``normalize`` apply unless given on the command line."""
     from mtbio.inference.model_io import bundle_inferer_settings, load_bundle_network, load_named_network
 
-    if (args.bundle is None) == (args.network is None):
-        raise ValueError("pass exactly one of --bundle DIR or --network NAME (with --checkpoint)")
+    model = getattr(args, "model", None)
+    if sum(x is not None for x in (args.bundle, args.network, model)) != 1:
+        raise ValueError("pass exactly one of --bundle DIR, --network NAME (with --checkpoint) or --model PACKAGE")
     settings: dict[str, Any] = {}
-    if args.bundle is not None:
+    if model is not None:
+        from mtbio.export.bioimageio import load_package
+
+        if args.checkpoint is not None:
+            raise ValueError("--model loads the package's own weights; drop --checkpoint")
+        package = load_package(model)
+        network, dims = package.network, package.spatial_dims
+        roi = args.roi or package.roi
+    elif args.bundle is not None:
         network = load_bundle_network(args.bundle, args.checkpoint, trust=args.trust_bundle)
         settings = bundle_inferer_settings(args.bundle, trust=args.trust_bundle)
         bundle_roi = settings.get("roi_size")

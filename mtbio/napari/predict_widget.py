@@ -48,6 +48,8 @@ from mtbio.napari._widget_common import (
 
 #: the network choice that loads a MONAI bundle folder instead of an mtbio network name + checkpoint
 BUNDLE = "bundle"
+#: the network choice that loads a bioimage.io model package (folder or rdf.yaml, e.g. from ``mtbio export``)
+PACKAGE = "bioimageio"
 
 
 def parse_roi(text: str) -> tuple[int, ...]:
@@ -98,6 +100,12 @@ def load_network(network: str, model_path: Path | None, spatial_dims: int, trust
         if model_path is None:
             raise ValueError("choose a MONAI bundle folder (network = bundle)")
         return load_bundle_network(model_path, trust=trust)
+    if network == PACKAGE:
+        from mtbio.export.bioimageio import load_package
+
+        if model_path is None:
+            raise ValueError("choose a bioimage.io package folder or its rdf.yaml (network = bioimageio)")
+        return load_package(model_path).network
     if model_path is not None and model_path.is_dir():
         raise ValueError(f"{model_path}: is a folder; choose a checkpoint file for network {network!r}, or 'bundle'")
     return load_named_network(network, spatial_dims, model_path)
@@ -150,8 +158,8 @@ class PredictWidget(Container):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.image = layer_picker(napari_viewer, napari.layers.Image, "image")
-        self.network = ComboBox(label="network", choices=[BUNDLE, *NETWORKS], value=BUNDLE)
-        self.model_path = FileEdit(label="bundle / checkpoint", mode="d")
+        self.network = ComboBox(label="network", choices=[BUNDLE, PACKAGE, *NETWORKS], value=BUNDLE)
+        self.model_path = FileEdit(label="bundle / package / checkpoint", mode="d")
         self.trust_bundle = CheckBox(
             label="trust bundle",
             value=False,
@@ -200,7 +208,7 @@ class PredictWidget(Container):
     # --------------------------------------------------------------------------------------------- inputs
 
     def _on_network(self, value: str) -> None:
-        self.model_path.mode = "d" if value == BUNDLE else "r"
+        self.model_path.mode = "d" if value in (BUNDLE, PACKAGE) else "r"
 
     def _on_image(self, layer: napari.layers.Image | None) -> None:
         if layer is None:
@@ -229,6 +237,8 @@ class PredictWidget(Container):
         model = Path(self.model_path.value) if str(self.model_path.value) not in ("", ".") else None
         if self.network.value == BUNDLE and (model is None or not model.is_dir()):
             raise ValueError(f"network 'bundle' needs a MONAI bundle folder, got {str(model or '') or 'nothing'!r}")
+        if self.network.value == PACKAGE and model is None:
+            raise ValueError("network 'bioimageio' needs a bioimage.io package folder or its rdf.yaml")
         if model is not None and not model.exists():
             raise FileNotFoundError(f"{model}: model does not exist")
         output = self._output_path(layer.name)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch.nn as nn
 
-__all__ = ["NETWORKS", "get_network"]
+__all__ = ["NETWORKS", "get_network", "network_constructor"]
 
 NETWORKS = ("unet", "small_unet", "basic_unet")
 
@@ -38,24 +38,35 @@ def get_network(name: str, spatial_dims: int, in_channels: int = 1, out_channels
     Returns:
         the network, in training mode.
     """
+    cls, args = network_constructor(name, spatial_dims, in_channels, out_channels, **kwargs)
+    return cls(**args)
+
+
+def network_constructor(
+    name: str, spatial_dims: int, in_channels: int = 1, out_channels: int = 2, **kwargs: Any
+) -> tuple[type[nn.Module], dict[str, Any]]:
+    """The MONAI class and the full keyword arguments :func:`get_network` builds ``name`` with (same arguments).
+
+    Returns:
+        ``(cls, kwargs)`` with ``cls(**kwargs)`` equal to ``get_network(...)``; what a model description that
+        imports the MONAI class needs (``mtbio.export.bioimageio``).
+    """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if in_channels < 1 or out_channels < 1:
         raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
     from monai.networks.nets import BasicUNet, UNet
 
+    base = dict(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels)
     if name == "unet":
         args: dict[str, Any] = dict(
             channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch"
         )
-        args.update(kwargs)
-        return UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **args)
+        return UNet, {**base, **args, **kwargs}
     if name == "small_unet":
         args = dict(channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=0, norm="batch")
-        args.update(kwargs)
-        return UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **args)
+        return UNet, {**base, **args, **kwargs}
     if name == "basic_unet":
         args = dict(features=(16, 32, 64, 128, 256, 16), norm="batch")
-        args.update(kwargs)
-        return BasicUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **args)
+        return BasicUNet, {**base, **args, **kwargs}
     raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")

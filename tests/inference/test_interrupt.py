@@ -27,7 +27,7 @@ def test_signal_stops_cleanly_and_resume_is_bitwise_identical(tmp_path, capsys, 
     slow = slow_bundle(tmp_path / "slow", seed=3, delay=0.4)
     fast = slow_bundle(tmp_path / "fast", seed=3, delay=0.0)  # the same weights: the same model hash
     out = tmp_path / "p.zarr"
-    opts = ["--dtype", "float32", "--chunks", "4", "16", "16", "--batch-size", "3"]
+    opts = ["--dtype", "float32", "--chunks", "4", "16", "16", "--batch-size", "3", "--trust-bundle"]
     child = cli_child(["predict", str(src), str(out), "--bundle", str(slow), *opts])
     try:
         wait_for_blocks(child, out, 1)

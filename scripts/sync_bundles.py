@@ -267,18 +267,19 @@ def stale(repo: Path = REPO) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 listing what is out of date")
+    parser.add_argument("--repo", type=Path, default=REPO, help="repository root (default: this script's)")
     args = parser.parse_args(argv)
     if args.check:
-        problems = stale()
+        problems = stale(args.repo)
         for line in problems:
             print(line)
         if problems:
             print("run python scripts/sync_bundles.py")
         return 1 if problems else 0
-    for path, text in plan().items():
+    for path, text in plan(args.repo).items():
         if not path.is_file() or path.read_text() != text:
             path.write_text(text)
-            print(f"wrote {path.relative_to(REPO)}")
+            print(f"wrote {path.relative_to(args.repo)}")
     return 0
 
 

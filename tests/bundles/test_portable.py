@@ -1,5 +1,6 @@
 """Bundles outside the repository: the ``monai.bundle`` command line on a copy from another working directory,
-unknown override ids, ``ckpt_export``, and the bundles' independence of the repository (no file macros)."""
+unknown override ids, ``ckpt_export``, and the bundles' independence of the repository (no file macros). The shared
+pieces written into every bundle from ``configs/``: tests/bundles/test_sync.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from tests.bundles._run import BUNDLES, REPO, config, config_files, copy_bundle
 
@@ -103,23 +103,6 @@ def test_bundle_configs_reference_no_other_file(bundle):
     installed package through `_target_: mtbio...` / `$mtbio...`."""
     for path in (REPO / "bundles" / bundle / "configs").glob("*.yaml"):
         assert '"%' not in path.read_text(), f"{path} includes another file"
-
-
-def test_repository_configs_folder_holds_no_fragment_copies():
-    """The shared wiring has one home per bundle (its train.yaml); `configs/` only documents it."""
-    assert sorted(p.name for p in (REPO / "configs").iterdir()) == ["README.md"]
-
-
-def test_bundles_wire_the_workflows_identically():
-    """The run ids and UDA wiring are written in each bundle (MONAI cannot include files portably): the same text in
-    every bundle, so a change to mtbio.bundle.workflow's signature is made in all of them."""
-    shared = {"train.yaml": ("uda", "training"), "inference.yaml": ("inference",), "evaluate.yaml": ("evaluate",)}
-    for name, ids in shared.items():
-        first = yaml.safe_load(config(BUNDLES[0], name).read_text())
-        for bundle in BUNDLES[1:]:
-            other = yaml.safe_load(config(bundle, name).read_text())
-            for key in ids:
-                assert other[key] == first[key], (bundle, name, key)
 
 
 def test_ckpt_export_of_a_freshly_initialised_network(tmp_path, monkeypatch):

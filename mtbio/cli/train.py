@@ -253,7 +253,18 @@ def run(args: argparse.Namespace) -> int:
 
 #: arguments a resumed run may change (they do not change the trained weights)
 RESUME_MAY_CHANGE = frozenset(
-    {"resume", "out", "device", "threads", "log_every", "save_every", "val_every", "target_eval", "target_eval_label"}
+    {
+        "resume",
+        "out",
+        "device",
+        "threads",
+        "log_every",
+        "save_every",
+        "val_every",
+        "target_eval",
+        "target_eval_label",
+        "argv",
+    }
 )
 
 

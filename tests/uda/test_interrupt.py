@@ -260,13 +260,14 @@ def test_cli_resume_with_other_settings_is_refused(tmp_path: Path, capsys):
 
 @pytest.mark.slow
 def test_bundle_training_sigint_then_same_command_resumes_bitwise(tmp_path: Path, monkeypatch, capsys):
-    from tests.bundles._run import run_workflow, tiny
+    from tests.bundles._run import copy_bundle, run_workflow, tiny
 
-    monkeypatch.chdir(REPO)  # the bundles' commands run from the repository root
+    root = copy_bundle("masktwins_demo", tmp_path / "bundle")
+    monkeypatch.chdir(tmp_path)  # a copy of the bundle, run from elsewhere
     threads = torch.get_num_threads()
     kw = dict(strategies=["masktwins"], iterations=8, checkpoint_interval=2)
     try:
-        run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", tmp_path / "full", **kw))
+        run_workflow(root, "train", "training", **tiny("masktwins_demo", tmp_path / "full", **kw))
         part = tmp_path / "part"
         run = part / "masktwins"
 
@@ -278,14 +279,14 @@ def test_bundle_training_sigint_then_same_command_resumes_bitwise(tmp_path: Path
         watcher = threading.Thread(target=interrupt, daemon=True)
         watcher.start()
         with pytest.raises(TrainingInterrupted) as stop:
-            run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", part, **kw))
+            run_workflow(root, "train", "training", **tiny("masktwins_demo", part, **kw))
         watcher.join(timeout=10)
         assert stop.value.code == 130 and 2 <= stop.value.iteration < 8
         assert "to resume, run the same command again" in capsys.readouterr().err
         assert not (part / "models" / "masktwins.pt").exists() and not (part / "models" / "model.pt").exists()
         assert max(_checkpoints(run).values()) == stop.value.iteration
         assert not any("final" in f for f in _checkpoints(run))
-        run_workflow("masktwins_demo", "train", "training", **tiny("masktwins_demo", part, **kw))
+        run_workflow(root, "train", "training", **tiny("masktwins_demo", part, **kw))
     finally:
         torch.set_num_threads(threads)
     a, b = (read_weights(p / "models" / "masktwins.pt") for p in (tmp_path / "full", part))

@@ -60,6 +60,19 @@ def register(subparsers: Any) -> None:
         help="intensity z-score: auto (default) = per section for 2D networks, per volume for 3D ones",
     )
     p.add_argument("--chunks", type=int, nargs="+", help="output chunk shape")
+    p.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs="+",
+        metavar="NM",
+        help="input voxel size in nm, Z Y X (or Y X); overrides the file's (for files that lack it)",
+    )
+    p.add_argument(
+        "--no-resample",
+        action="store_true",
+        help="predict at the input's voxel size even when the model was trained at another one (default: resample "
+        "to the model's voxel size and back when they differ by more than 10 %%)",
+    )
     p.add_argument("--mask", action="store_true", help="also write labels/mask (foreground probability >= 0.5)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="finish an interrupted run (same model and settings)")
@@ -142,7 +155,6 @@ def run(args: argparse.Namespace) -> int:
 
     from mtbio.inference.distributed import predict_volume_dask
     from mtbio.inference.mask import write_mask
-    from mtbio.inference.predict import predict_volume
 
     if len(args.paths) < 2:
         raise ValueError("give at least one INPUT and the OUTPUT path")
@@ -153,6 +165,14 @@ def run(args: argparse.Namespace) -> int:
     if args.mask and activation is None:
         raise ValueError("--mask needs probabilities: drop --activation none")
     network, roi, overlap = _load_network(args)
+    from mtbio.inference.resampled import normalization_for, predict_at_model_voxel_size, weights_settings
+
+    weights = args.checkpoint or (None if args.bundle is None else args.bundle / "models" / "model.pt")
+    model_voxel, model_norm = weights_settings(weights)
+    if args.voxel_size is not None and len(args.voxel_size) not in (2, 3):
+        raise ValueError(f"--voxel-size takes 2 (Y X) or 3 (Z Y X) values, got {args.voxel_size}")
+    auto = args.normalize == "auto"
+    normalize = normalization_for(model_norm, len(roi)) if auto else _normalization(args.normalize, len(roi))
 
     def predict_one(source: Path | str, out: Path | str, resume: bool) -> None:
         kwargs: dict[str, Any] = dict(
@@ -165,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             chunks=args.chunks,
             amp=args.amp,
-            normalize=_normalization(args.normalize, len(roi)),
+            normalize=normalize,
             resume=resume,
             overwrite=args.overwrite and not resume,
             key=args.key,
@@ -180,6 +200,10 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             if args.dask is not None:
+                if model_voxel is not None and not args.no_resample:
+                    raise ValueError(
+                        "--dask does not resample to the model's voxel size: pass --no-resample, or drop --dask"
+                    )
                 scheduler = None if args.dask == "local" else args.dask
                 predict_volume_dask(
                     network,
@@ -191,7 +215,17 @@ def run(args: argparse.Namespace) -> int:
                     **kwargs,
                 )
             else:
-                predict_volume(network, str(source), out, progress=progress, **kwargs)
+                result = predict_at_model_voxel_size(
+                    network,
+                    str(source),
+                    out,
+                    model_voxel_size=model_voxel,
+                    voxel_size=args.voxel_size,
+                    resample=not args.no_resample,
+                    progress=progress,
+                    **kwargs,
+                )
+                print(result.note)
         finally:
             for bar in bars:
                 bar.close()

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ResampledVolume", "differs", "zoom_factors"]
+__all__ = ["ResampledVolume", "TrainingGrid", "differs", "training_grid", "zoom_factors"]
 
 #: relative voxel-size difference below which two grids count as the same (10 %)
 DEFAULT_TOLERANCE = 0.1
@@ -185,3 +186,93 @@ def _expand(index: Any, ndim: int) -> list[Any]:
     if len(items) > ndim:
         raise IndexError(f"too many indices for a {ndim}-D volume: {len(items)}")
     return items + [slice(None)] * (ndim - len(items))
+
+
+@dataclass
+class TrainingGrid:
+    """The training volumes on one grid (:func:`training_grid`).
+
+    Attributes:
+        source_image, source_label, target_image, target_label: the volumes to train on (lazy
+            :class:`ResampledVolume` views where resampled, else the inputs; ``None`` stays ``None``).
+        voxel_size: nm per network spatial axis of the training grid (``(y, x)`` for 2D, ``(z, y, x)`` for 3D), the
+            weights record's ``voxel_size``; ``None`` when unknown.
+        note: one line saying what was done.
+    """
+
+    source_image: Any
+    source_label: Any
+    target_image: Any
+    target_label: Any
+    voxel_size: tuple[float, ...] | None
+    note: str
+
+
+def training_grid(
+    source_image: Any,
+    source_label: Any,
+    target_image: Any,
+    target_label: Any = None,
+    *,
+    spatial_dims: int,
+    source_voxel_size: Sequence[float] | None = None,
+    target_voxel_size: Sequence[float] | None = None,
+    resample: bool = True,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> TrainingGrid:
+    """Bring the source to the target's voxel size on the axes the network sees (in-plane ``(y, x)`` for a 2D
+    network, all three for 3D) when both are known and differ by more than ``tolerance``.
+
+    The target's grid is the common one: the network is trained to segment the target, whose (unlabelled) images
+    are then used as they are and whose test volumes need no resampling at prediction; only the labelled source
+    (image and label) is resampled. Volumes are ``(Z, Y, X)``; pass ``None`` for a volume the strategy does not use
+    (source-only: no target). Voxel sizes default to the volumes' ``voxel_size`` attributes.
+
+    Returns:
+        A :class:`TrainingGrid`; its ``voxel_size`` is the target's (network axes) when known, else the source's.
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    sv = _voxel_of(source_image, source_voxel_size, "source")
+    tv = _voxel_of(target_image, target_voxel_size, "target")
+    axes = slice(-spatial_dims, None)
+    grid = TrainingGrid(source_image, source_label, target_image, target_label, None, "")
+    if tv is not None:
+        grid.voxel_size = tv[axes]
+    elif sv is not None:
+        grid.voxel_size = sv[axes]
+    if source_image is None or target_image is None or sv is None or tv is None:
+        missing = [n for n, v, img in (("source", sv, source_image), ("target", tv, target_image))
+                   if img is not None and v is None]
+        grid.note = (f"voxel size of the {' and '.join(missing)} unknown: trained as given" if missing
+                     else f"training grid {_fmt(grid.voxel_size)}")
+        return grid
+    if not differs(sv[axes], tv[axes], tolerance):
+        grid.note = f"source {_fmt(sv[axes])} and target {_fmt(tv[axes])} agree within {tolerance:.0%}: no resampling"
+        return grid
+    if not resample:
+        grid.note = f"source {_fmt(sv[axes])} differs from target {_fmt(tv[axes])} but --no-resample: trained as given"
+        return grid
+    factors = tuple(1.0 if i < 3 - spatial_dims else f for i, f in enumerate(zoom_factors(sv, tv)))
+    grid.source_image = ResampledVolume(source_image, factors)
+    if source_label is not None:
+        grid.source_label = ResampledVolume(source_label, factors, label=True)
+    grid.note = (f"source resampled from {_fmt(sv[axes])} to the target's {_fmt(tv[axes])} "
+                 f"(shape {tuple(source_image.shape)} -> {grid.source_image.shape})")
+    return grid
+
+
+def _voxel_of(volume: Any, given: Sequence[float] | None, what: str) -> tuple[float, ...] | None:
+    if volume is None:
+        return None
+    vs = given if given is not None else getattr(volume, "voxel_size", None)
+    if vs is None:
+        return None
+    vs = tuple(float(v) for v in vs)
+    if len(vs) != len(volume.shape):
+        raise ValueError(f"{what} voxel size {vs} needs one value per axis of its shape {tuple(volume.shape)}")
+    return vs
+
+
+def _fmt(vs: Sequence[float] | None) -> str:
+    return "unknown" if vs is None else "(" + ", ".join(f"{float(v):g}" for v in vs) + ") nm"

@@ -79,6 +79,7 @@ class PredictJob:
     device: Device
     voxel_size: tuple[float, ...] | None
     resume: bool
+    resample: bool = True
 
 
 def load_network(network: str, model_path: Path | None, spatial_dims: int) -> Any:
@@ -101,31 +102,40 @@ def load_network(network: str, model_path: Path | None, spatial_dims: int) -> An
 def run_job(job: PredictJob, progress: Any, stop: Any) -> tuple[Path, bool]:
     """Load the network and predict into ``job.output``; returns ``(store path, complete)``.
 
-    The input is z-score normalised over the whole volume (mtbio's convention) and the store holds softmax
-    probabilities as uint8; a finished store also gets its ``labels/mask``.
+    The input is z-score normalised as mtbio trains (per section for 2D networks, per volume for 3D ones, or the
+    rule the weights record) and the store holds softmax probabilities as uint8; a finished store also gets its
+    ``labels/mask``. With ``job.resample`` the input is predicted at the voxel size the weights were trained at
+    and the prediction resampled back onto the layer's grid when they differ by more than 10 %
+    (:mod:`mtbio.inference.resampled`; the layer's voxel size is its scale, or the file's).
     """
-    from mtbio.data.store import open_prediction_store
-    from mtbio.inference import predict_volume, write_mask
+    from mtbio.inference import write_mask
+    from mtbio.inference.resampled import normalization_for, predict_at_model_voxel_size, weights_settings
 
     network = load_network(job.network, job.model_path, len(job.roi))
-    predict_volume(
+    weights = job.model_path
+    if weights is not None and job.network == BUNDLE:
+        weights = weights / "models" / "model.pt"
+    model_voxel, model_norm = weights_settings(weights)
+    result = predict_at_model_voxel_size(
         network,
         job.source,
         job.output,
+        model_voxel_size=model_voxel,
+        resample=job.resample,
         roi_size=job.roi,
         overlap=job.overlap,
         batch_size=job.batch_size,
         device=job.device.value,
         activation="softmax",
         dtype="uint8",
-        normalize="zscore_section" if len(job.roi) == 2 else "zscore",  # mtbio's training rule
+        normalize=normalization_for(model_norm, len(job.roi)),  # mtbio's training rule
         voxel_size=job.voxel_size,
         resume=job.resume,
         overwrite=not job.resume,
         progress=progress,
         stop=stop,
     )
-    complete = open_prediction_store(job.output, require_complete=False).complete
+    complete = result.complete
     if complete:
         write_mask(job.output, threshold=DEFAULT_THRESHOLD)
     return job.output, complete
@@ -135,7 +145,7 @@ class PredictWidget(Container):
     """Segment mitochondria in an image layer with a trained network (bundle or checkpoint).
 
     Attributes (sub-widgets tests and users set): ``image``, ``network``, ``model_path``, ``roi``, ``overlap``,
-    ``batch_size``, ``device``, ``output``, ``resume``, ``run_button``, ``cancel_button``, ``progress``,
+    ``batch_size``, ``device``, ``output``, ``resume``, ``resample``, ``run_button``, ``cancel_button``, ``progress``,
     ``status``; ``worker`` is the running (or last) thread worker and ``busy`` is true while it runs.
     """
 
@@ -154,6 +164,11 @@ class PredictWidget(Container):
         self.device = ComboBox(label="device", choices=devices, value=devices[0])
         self.output = FileEdit(label="output store", mode="w", filter="*.zarr")
         self.resume = CheckBox(label="resume", value=False, tooltip="continue a stopped run into the same store")
+        self.resample = CheckBox(
+            label="resample",
+            value=True,
+            tooltip="predict at the voxel size the model was trained at (layer scale in nm) and resample back",
+        )
         self.run_button = PushButton(text="Predict")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
@@ -169,6 +184,7 @@ class PredictWidget(Container):
                 self.device,
                 self.output,
                 self.resume,
+                self.resample,
                 self.run_button,
                 self.cancel_button,
                 self.progress,
@@ -234,6 +250,7 @@ class PredictWidget(Container):
             device=Device(self.device.value),
             voxel_size=voxel_size,
             resume=bool(self.resume.value),
+            resample=bool(self.resample.value),
         )
 
     def _output_path(self, name: str) -> Path:
@@ -285,6 +302,9 @@ class PredictWidget(Container):
 
     def _on_done(self, result: tuple[Path, bool]) -> None:
         path, complete = result
+        if not Path(path).exists():  # stopped while predicting on the model's grid: nothing on the input grid yet
+            report(self.status, "stopped early: tick 'resume' and predict again to finish it")
+            return
         layer = self.image.value
         for data, kwargs, kind in prediction_layers(path, name=layer.name if layer is not None else None):
             if layer is not None:  # overlay exactly on the input, whatever the store's voxel size says

@@ -82,3 +82,63 @@ def test_tolerance_and_factors():
         differs((5, 5), (5, 5, 5))
     with pytest.raises(ValueError, match="positive"):
         ResampledVolume(np.zeros((4, 4)), (0.0, 1.0))
+
+
+class _Vol:
+    """An in-memory (Z, Y, X) volume with a voxel size."""
+
+    def __init__(self, data, voxel_size):
+        self.data, self.shape, self.dtype, self.voxel_size = data, data.shape, data.dtype, voxel_size
+
+    def __getitem__(self, index):
+        return self.data[index]
+
+
+def test_training_grid_brings_the_source_to_the_targets_in_plane_voxel_size():
+    from mtbio.data.resample import training_grid
+
+    src = _Vol(_stack(4, (3, 80, 80)), (40.0, 8.0, 8.0))
+    lab = _Vol(_stack(5, (3, 80, 80)) > 0.5, None)
+    tgt = _Vol(_stack(6, (5, 50, 50)), (10.0, 10.0, 10.0))
+    grid = training_grid(src, lab, tgt, spatial_dims=2)
+    assert grid.voxel_size == (10.0, 10.0) and grid.target_image is tgt
+    assert grid.source_image.shape == (3, 64, 64)  # z (40 nm sections) untouched by a 2D network
+    assert grid.source_label.shape == (3, 64, 64) and grid.source_label[0].dtype == bool
+    assert "resampled from (8, 8) nm to the target's (10, 10) nm" in grid.note
+    grid3 = training_grid(src, lab, tgt, spatial_dims=3)
+    assert grid3.voxel_size == (10.0, 10.0, 10.0) and grid3.source_image.shape == (12, 64, 64)
+    off = training_grid(src, lab, tgt, spatial_dims=2, resample=False)
+    assert off.source_image is src and off.voxel_size == (10.0, 10.0) and "--no-resample" in off.note
+    close = training_grid(src, lab, tgt, spatial_dims=2, target_voxel_size=(10.0, 8.5, 8.5))
+    assert close.source_image is src and "no resampling" in close.note
+    only = training_grid(src, lab, None, spatial_dims=2)  # source-only: the source's grid
+    assert only.source_image is src and only.voxel_size == (8.0, 8.0)
+    unknown = training_grid(_Vol(src.data, None), lab, tgt, spatial_dims=2)
+    assert unknown.source_image is not src and unknown.voxel_size == (10.0, 10.0) and "unknown" in unknown.note
+
+
+def test_train_cli_records_voxel_size_and_normalization(tmp_path, capsys):
+    import zarr
+
+    from mtbio.cli import main
+    from mtbio.networks.weights import read_weights
+
+    def write(name, data, voxel_size):
+        arr = zarr.open_array(str(tmp_path / name), mode="w", shape=data.shape, dtype=data.dtype, chunks=data.shape)
+        arr[:] = data
+        arr.attrs["voxel_size"] = list(voxel_size)
+        return str(tmp_path / name)
+
+    rng = np.random.default_rng(0)
+    src = write("s.zarr", rng.integers(0, 255, (2, 40, 40), dtype=np.uint8), (40, 8, 8))
+    lab = write("l.zarr", (rng.random((2, 40, 40)) > 0.7).astype(np.uint8) * 255, (40, 8, 8))
+    tgt = write("t.zarr", rng.integers(0, 255, (2, 40, 40), dtype=np.uint8), (10, 10, 10))
+    common = ["train", "--source", src, "--source-label", lab, "--target", tgt, "--strategy", "masktwins",
+              "--iters", "1", "--crop", "32", "--batch", "1", "--block-size", "8"]
+    assert main([*common, "--out", str(tmp_path / "run")]) == 0
+    record = read_weights(tmp_path / "run" / "final.pt")
+    assert record.voxel_size == [10.0, 10.0] and record.normalization == "zscore_section"
+    assert "source resampled from (8, 8) nm to the target's (10, 10) nm" in capsys.readouterr().out
+    assert main([*common, "--out", str(tmp_path / "run2"), "--target-voxel-size", "10", "8", "8"]) == 0
+    assert read_weights(tmp_path / "run2" / "final.pt").voxel_size == [8.0, 8.0]
+    assert "no resampling" in capsys.readouterr().out

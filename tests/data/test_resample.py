@@ -142,3 +142,17 @@ def test_train_cli_records_voxel_size_and_normalization(tmp_path, capsys):
     assert main([*common, "--out", str(tmp_path / "run2"), "--target-voxel-size", "10", "8", "8"]) == 0
     assert read_weights(tmp_path / "run2" / "final.pt").voxel_size == [8.0, 8.0]
     assert "no resampling" in capsys.readouterr().out
+
+
+def test_bundle_pair_on_training_grid_resamples_the_source_only():
+    from mtbio.bundle.data import DomainPair
+
+    src = _Vol(_stack(7, (2, 40, 40)), (40.0, 8.0, 8.0))
+    tgt = _Vol(_stack(8, (2, 30, 30)), (10.0, 10.0, 10.0))
+    pair = DomainPair(src, _Vol(src.data > 0.5, None), tgt, None, tgt, None,
+                      voxel_size={"source": src.voxel_size, "target": tgt.voxel_size})
+    moved, grid = pair.on_training_grid(2)
+    assert moved.source_image.shape == (2, 32, 32) and moved.source_label.shape == (2, 32, 32)
+    assert moved.target_image is tgt and moved.test_image is tgt and grid.voxel_size == (10.0, 10.0)
+    same, grid = pair.on_training_grid(2, resample=False)
+    assert same.source_image is src and grid.voxel_size == (10.0, 10.0)

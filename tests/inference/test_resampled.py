@@ -155,6 +155,11 @@ def test_cli_voxel_size_option_overrides_and_no_resample_opts_out(tmp_path, caps
     store = _cli(tmp_path, tif, weights, "--voxel-size", "40", "10", "10", "--no-resample")
     assert "resampled" not in store.meta and store.voxel_size == (40.0, 10.0, 10.0)
     assert "--no-resample: predicted as it is" in capsys.readouterr().out
+    base = ["predict", str(tif), str(tmp_path / "x.zarr"), "--network", "small_unet", "--checkpoint", str(weights)]
+    assert main([*base, "--voxel-size", "10", "10"]) == 1  # 2 values for a 3D stack: one clean error line
+    assert "2 entries but the volume has 3 spatial axes" in capsys.readouterr().err
+    assert main([*base, "--dask"]) == 1  # --dask does not resample: it asks for --no-resample
+    assert "--no-resample" in capsys.readouterr().err
 
 
 def test_old_weights_without_voxel_size_load_and_do_not_resample(tmp_path, pair, capsys):

@@ -117,6 +117,7 @@ def test_training_grid_brings_the_source_to_the_targets_in_plane_voxel_size():
     assert unknown.source_image is not src and unknown.voxel_size == (10.0, 10.0) and "unknown" in unknown.note
 
 
+@pytest.mark.slow  # two (one-iteration) training runs: about 10-25 s on the shared 2-core machine
 def test_train_cli_records_voxel_size_and_normalization(tmp_path, capsys):
     import zarr
 

@@ -8,10 +8,12 @@ Every bundle's ``data`` entry builds one :class:`DomainPair` through one of thes
 * :func:`mitoem_pair`: MitoEM-R -> MitoEM-H style volume pairs (one release folder per volume);
 * :func:`volume_pair`: any volumes given as ``PATH`` or ``PATH:KEY`` (h5 / zarr / tif / PNG folders).
 
-Volumes stay lazy (:class:`mtbio.data.volumes.Volume`) until a sampler or the inferer reads them. Nothing is
-resampled: crops, mask blocks and inference windows are in voxels of each volume, and the voxel sizes are
-recorded in the pair (and copied into the prediction stores) so a user can see what was mixed;
-:func:`block_in_voxels` turns a physical mask block size into per-axis voxels for anisotropic volumes.
+Volumes stay lazy (:class:`mtbio.data.volumes.Volume`) until a sampler or the inferer reads them. The voxel
+sizes are recorded in the pair; :meth:`DomainPair.on_training_grid` brings the source to the target's voxel size
+(lazily, :func:`mtbio.data.resample.training_grid`) when both are known and differ by more than 10 % on the
+network's axes, which :func:`mtbio.bundle.workflow.train` does by default. Crops, mask blocks and inference windows
+are in voxels of the training grid; :func:`block_in_voxels` turns a physical mask block size into per-axis voxels
+for anisotropic volumes.
 """
 
 from __future__ import annotations
@@ -75,6 +77,28 @@ class DomainPair:
             voxel_size={"source": source.voxel_size, "target": target.voxel_size},
             description=description,
         )
+
+    def on_training_grid(self, spatial_dims: int, *, resample: bool = True) -> tuple[DomainPair, Any]:
+        """This pair with the source resampled to the target's voxel size on the network's axes (see
+        :func:`mtbio.data.resample.training_grid`) and the :class:`~mtbio.data.resample.TrainingGrid` (its
+        ``voxel_size`` and ``note``). The test volume is the target's and stays as it is."""
+        from dataclasses import replace
+
+        from mtbio.data.resample import training_grid
+
+        vs = dict(self.voxel_size or {})
+        grid = training_grid(
+            self.source_image,
+            self.source_label,
+            self.target_image,
+            self.target_label,
+            spatial_dims=spatial_dims,
+            source_voxel_size=vs.get("source"),
+            target_voxel_size=vs.get("target"),
+            resample=resample,
+        )
+        pair = replace(self, source_image=grid.source_image, source_label=grid.source_label)
+        return pair, grid
 
 
 def _rank_zero_first(make: Any) -> Any:

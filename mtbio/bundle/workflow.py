@@ -91,6 +91,7 @@ def train(
     stop_after: int | None = None,
     in_memory: bool = True,
     pretrain_iterations: int = 0,
+    resample: bool = True,
 ) -> dict[str, Path]:
     """Train ``network`` once per strategy (same seed, initial weights and source crops), resumably.
 
@@ -129,6 +130,9 @@ def train(
         stop_after: end this invocation after iteration N (a time-boxed job); the next call resumes.
         in_memory: read the volumes into memory once (fast for small data; ``False`` slices lazily).
         pretrain_iterations: source-only iterations every strategy starts from (0 = from scratch).
+        resample: resample the source to the target's voxel size when they differ by more than 10 % on the
+            network's axes (:meth:`~mtbio.bundle.data.DomainPair.on_training_grid`); the weights record that
+            voxel size and the normalisation.
 
     Returns:
         strategy -> final weights file (only the strategies that finished).
@@ -142,9 +146,12 @@ def train(
     if pretrain_iterations < 0:
         raise ValueError(f"pretrain_iterations must be >= 0, got {pretrain_iterations}")
     output_dir, models_dir = Path(output_dir), Path(models_dir)
+    data, grid = data.on_training_grid(len(tuple(crop_size)), resample=resample)
+    logging.getLogger(LOGGER).info(f"voxel size: {grid.note}")
     common = dict(
         network=network,
         data=data,
+        voxel_size=grid.voxel_size,
         crop_size=tuple(int(c) for c in crop_size),
         output_dir=output_dir,
         models_dir=models_dir,
@@ -207,6 +214,7 @@ def _train_one(
     distributed: bool,
     stop_after: int | None,
     in_memory: bool,
+    voxel_size: Sequence[float] | None = None,
     init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Path | None:
     """One resumable run ``output_dir/<name>`` -> ``models_dir/<name>.pt`` (``None`` when stopped early)."""
@@ -250,6 +258,8 @@ def _train_one(
         "crop": [int(c) for c in crop_size],
         "config": config.to_dict(),
         "pretrained": init_state is not None,
+        "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size],
+        "normalization": "zscore_section" if len(crop_size) == 2 else "zscore_volume",
     }
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -319,6 +329,7 @@ def predict(
     batch_size: int = 4,
     dtype: str = "uint8",
     device: str | torch.device | None = None,
+    resample: bool = True,
 ) -> dict[str, Path]:
     """Predict ``image`` with each strategy's weights (``models_dir/<strategy>.pt``, the EMA teacher) through the
     streaming :func:`mtbio.inference.predict_volume`, into ``predictions_dir/<strategy>.zarr``.
@@ -336,24 +347,30 @@ def predict(
         batch_size: windows per forward pass.
         dtype: stored dtype (``uint8`` = p * 255).
         device: inference device (default CUDA when available).
+        resample: predict at the voxel size the weights were trained at (recorded in them) and resample the
+            prediction back when the image's differs by more than 10 % (:mod:`mtbio.inference.resampled`); weights
+            without a voxel size are used as they are.
 
     Returns:
         strategy -> prediction store.
     """
     import copy
 
-    from mtbio.inference import predict_volume
     from mtbio.inference.model_io import load_state
+    from mtbio.inference.resampled import predict_at_model_voxel_size, weights_settings
 
     volume = _as_volume(image, "image to predict")
     out: dict[str, Path] = {}
     for strategy in strategies:
-        net = load_state(copy.deepcopy(network), Path(models_dir) / f"{strategy}.pt")
+        weights = Path(models_dir) / f"{strategy}.pt"
+        net = load_state(copy.deepcopy(network), weights)
         store = Path(predictions_dir) / f"{strategy}.zarr"
-        predict_volume(
+        result = predict_at_model_voxel_size(
             net,
             volume,
             store,
+            model_voxel_size=weights_settings(weights)[0],
+            resample=resample,
             roi_size=tuple(int(r) for r in roi_size),
             overlap=overlap,
             batch_size=batch_size,
@@ -363,7 +380,7 @@ def predict(
             device=device,
             overwrite=True,
         )
-        logging.getLogger(LOGGER).info(f"{strategy}: wrote {store}")
+        logging.getLogger(LOGGER).info(f"{strategy}: {result.note}; wrote {store}")
         out[strategy] = store
     return out
 

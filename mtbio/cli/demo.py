@@ -41,6 +41,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--crop", type=int, default=128, help="square 2D crop size")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--no-resample",
+        action="store_true",
+        help="train on the source as generated (8 nm in-plane) instead of resampled to the target's 10 nm",
+    )
     p.set_defaults(func=run)
 
 
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from mtbio.data.store import open_prediction_store
     from mtbio.data.synthetic import generate_synthetic
     from mtbio.data.volumes import open_volume
-    from mtbio.inference import predict_volume
+    from mtbio.inference.resampled import predict_at_model_voxel_size
     from mtbio.metrics import em_metrics
     from mtbio.uda.config import UDAConfig
     from mtbio.uda.experiment import build_trainer, save_weights, summarize, write_json_atomic
@@ -74,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
     test = open_volume(paths["target_test"], "raw")
     test_label = open_label_volume(paths["target_test_labels"], "label")
     print(f"data: {out / 'data'} (source {src.shape}, target {tgt.shape}, held-out target {test.shape})")
+    from mtbio.data.resample import training_grid
+
+    grid = training_grid(src, src_label, tgt, tgt_label, spatial_dims=2, resample=not args.no_resample)
+    print(f"voxel size: {grid.note}")
 
     results: dict[str, list[dict[str, float]]] = {}
     timing: dict[str, float] = {}
@@ -82,10 +91,10 @@ def run(args: argparse.Namespace) -> int:
         trainer = build_trainer(
             config=config,
             iterations=args.iters,
-            source_image=src,
-            source_label=src_label,
-            target_image=tgt,
-            target_label=tgt_label,
+            source_image=grid.source_image,
+            source_label=grid.source_label,
+            target_image=grid.target_image,
+            target_label=grid.target_label,
             crop_size=(args.crop, args.crop),
             batch_size=args.batch,
             seed=args.seed,
@@ -97,13 +106,16 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         timing[strategy.value] = time.perf_counter() - t0
         meta = {"network": "small_unet", "spatial_dims": 2, "network_kwargs": {}, "config": config.to_dict()}
+        meta["voxel_size"] = None if grid.voxel_size is None else list(grid.voxel_size)
+        meta["normalization"] = "zscore_section"
         save_weights(trainer, out / "models" / f"{strategy.value}.pt", meta)
         teacher = trainer.teacher.module.eval()
         store_path = out / "predictions" / f"{strategy.value}.zarr"
-        predict_volume(
+        predict_at_model_voxel_size(  # the held-out target is at the training grid: no resampling
             teacher,
             test,
             store_path,
+            model_voxel_size=grid.voxel_size,
             roi_size=(args.crop, args.crop),
             overlap=0.25,
             activation="softmax",
@@ -122,7 +134,14 @@ def run(args: argparse.Namespace) -> int:
     table = summarize(results)
     write_json_atomic(
         out / "results.json",
-        {"results": results, "train_seconds": timing, "iters": args.iters, "seed": args.seed, "shape": args.shape},
+        {
+            "results": results,
+            "train_seconds": timing,
+            "iters": args.iters,
+            "seed": args.seed,
+            "shape": args.shape,
+            "voxel_size": grid.note,
+        },
     )
     (out / "results.md").write_text(table)
     print()

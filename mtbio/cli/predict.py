@@ -119,6 +119,19 @@ def register(subparsers: Any) -> None:
         "volume for 3D ones",
     )
     p.add_argument("--chunks", type=int, nargs="+", help="output chunk shape")
+    p.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs="+",
+        metavar="NM",
+        help="input voxel size in nm, Z Y X (or Y X); overrides the file's (for files that lack it)",
+    )
+    p.add_argument(
+        "--no-resample",
+        action="store_true",
+        help="predict at the input's voxel size even when the model was trained at another one (default: resample "
+        "to the model's voxel size and back when they differ by more than 10 %%)",
+    )
     p.add_argument("--mask", action="store_true", help="also write labels/mask (foreground probability >= 0.5)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="finish an interrupted run (same model and settings)")
@@ -240,10 +253,20 @@ def _predict(
     from mtbio.data.store import open_prediction_store
     from mtbio.inference.distributed import predict_volume_dask
     from mtbio.inference.mask import write_mask
-    from mtbio.inference.predict import predict_volume
 
     def stop() -> bool:
         return signals["signum"] is not None
+
+    from mtbio.inference.resampled import normalization_for, predict_at_model_voxel_size, weights_settings
+
+    weights = args.checkpoint or (None if args.bundle is None else args.bundle / "models" / "model.pt")
+    model_voxel, model_norm = weights_settings(weights)
+    if args.voxel_size is not None and len(args.voxel_size) not in (2, 3):
+        raise ValueError(f"--voxel-size takes 2 (Y X) or 3 (Z Y X) values, got {args.voxel_size}")
+    if args.normalize == "auto" and model_norm is not None:  # the weights' own rule first, then the bundle's
+        normalize = normalization_for(model_norm, len(roi))
+    else:
+        normalize = _normalization(args.normalize, len(roi), bundle_normalize)
 
     def predict_one(source: Path | str, out: Path | str, resume: bool) -> None:
         kwargs: dict[str, Any] = dict(
@@ -256,7 +279,7 @@ def _predict(
             dtype=args.dtype,
             chunks=args.chunks,
             amp=args.amp,
-            normalize=_normalization(args.normalize, len(roi), bundle_normalize),
+            normalize=normalize,
             resume=resume,
             overwrite=args.overwrite and not resume,
             key=args.key,
@@ -271,6 +294,10 @@ def _predict(
 
         try:
             if args.dask is not None:
+                if model_voxel is not None and not args.no_resample:
+                    raise ValueError(
+                        "--dask does not resample to the model's voxel size: pass --no-resample, or drop --dask"
+                    )
                 scheduler = None if args.dask == "local" else args.dask
                 predict_volume_dask(
                     network,
@@ -283,7 +310,18 @@ def _predict(
                     **kwargs,
                 )
             else:
-                predict_volume(network, str(source), out, progress=progress, stop=stop, **kwargs)
+                result = predict_at_model_voxel_size(
+                    network,
+                    str(source),
+                    out,
+                    model_voxel_size=model_voxel,
+                    voxel_size=args.voxel_size,
+                    resample=not args.no_resample,
+                    progress=progress,
+                    stop=stop,
+                    **kwargs,
+                )
+                print(result.note)
         finally:
             for bar in bars:
                 bar.close()

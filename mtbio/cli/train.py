@@ -76,6 +76,20 @@ def register(subparsers: Any) -> None:
         help="start student and teacher from the EMA weights of an earlier run's final.pt (e.g. a source-only run: "
         "self-training from scratch can collapse on real data, docs/uda.md); same --network needed",
     )
+    p.add_argument(
+        "--source-voxel-size",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="source voxel size in nm (overrides the file's; for files without it)",
+    )
+    p.add_argument("--target-voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="target voxel size (nm)")
+    p.add_argument(
+        "--no-resample",
+        action="store_true",
+        help="train on the volumes as given (default: the source is resampled to the target's voxel size on the "
+        "network's axes when both are known and differ by more than 10 %%)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run)
@@ -191,13 +205,26 @@ def run(args: argparse.Namespace) -> int:
     elif out.exists() and any(out.glob("checkpoint_*.pt")):
         raise FileExistsError(f"{out} already holds checkpoints: pass --resume to continue or choose another --out")
     init_state = _init_state(args.init_weights, args.network) if args.init_weights is not None else None
+    from mtbio.data.resample import training_grid
+
+    grid = training_grid(
+        _open(args.source, False, "--source") if spec.uses_source else None,
+        _open(args.source_label, True, "--source-label") if spec.uses_source else None,
+        _open(args.target, False, "--target") if spec.uses_target else None,
+        _open(args.target_label, True, "--target-label") if spec.target_supervised else None,
+        spatial_dims=len(crop),
+        source_voxel_size=args.source_voxel_size,
+        target_voxel_size=args.target_voxel_size,
+        resample=not args.no_resample,
+    )
+    print(f"voxel size: {grid.note}")
     trainer = build_trainer(
         config=cfg,
         iterations=args.iters,
-        source_image=_open(args.source, False, "--source") if spec.uses_source else None,
-        source_label=_open(args.source_label, True, "--source-label") if spec.uses_source else None,
-        target_image=_open(args.target, False, "--target") if spec.uses_target else None,
-        target_label=_open(args.target_label, True, "--target-label") if spec.target_supervised else None,
+        source_image=grid.source_image,
+        source_label=grid.source_label,
+        target_image=grid.target_image,
+        target_label=grid.target_label,
         crop_size=crop,
         batch_size=args.batch,
         network=args.network,
@@ -217,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
         "config": cfg.to_dict(),
         "git": git_hash(),
         "init_weights": None if args.init_weights is None else str(args.init_weights),
+        "voxel_size": None if grid.voxel_size is None else list(grid.voxel_size),
+        "normalization": "zscore_section" if len(crop) == 2 else "zscore_volume",
     }
     write_json_atomic(out / "config.json", {**meta, "args": {k: str(v) for k, v in vars(args).items() if k != "func"}})
     save_every = args.save_every or max(1, args.iters // 10)

@@ -83,6 +83,7 @@ class PredictJob:
     resume: bool
     #: let a bundle's config run code (see :mod:`mtbio.bundle.trust`)
     trust_bundle: bool = False
+    resample: bool = True
 
 
 def load_network(network: str, model_path: Path | None, spatial_dims: int, trust: bool = False) -> Any:
@@ -114,31 +115,40 @@ def load_network(network: str, model_path: Path | None, spatial_dims: int, trust
 def run_job(job: PredictJob, progress: Any, stop: Any) -> tuple[Path, bool]:
     """Load the network and predict into ``job.output``; returns ``(store path, complete)``.
 
-    The input is z-score normalised over the whole volume (mtbio's convention) and the store holds softmax
-    probabilities as uint8; a finished store also gets its ``labels/mask``.
+    The input is z-score normalised as mtbio trains (per section for 2D networks, per volume for 3D ones, or the
+    rule the weights record) and the store holds softmax probabilities as uint8; a finished store also gets its
+    ``labels/mask``. With ``job.resample`` the input is predicted at the voxel size the weights were trained at
+    and the prediction resampled back onto the layer's grid when they differ by more than 10 %
+    (:mod:`mtbio.inference.resampled`; the layer's voxel size is its scale, or the file's).
     """
-    from mtbio.data.store import open_prediction_store
-    from mtbio.inference import predict_volume, write_mask
+    from mtbio.inference import write_mask
+    from mtbio.inference.resampled import normalization_for, predict_at_model_voxel_size, weights_settings
 
     network = load_network(job.network, job.model_path, len(job.roi), trust=job.trust_bundle)
-    predict_volume(
+    weights = job.model_path
+    if weights is not None and job.network == BUNDLE:
+        weights = weights / "models" / "model.pt"
+    model_voxel, model_norm = weights_settings(weights)
+    result = predict_at_model_voxel_size(
         network,
         job.source,
         job.output,
+        model_voxel_size=model_voxel,
+        resample=job.resample,
         roi_size=job.roi,
         overlap=job.overlap,
         batch_size=job.batch_size,
         device=job.device.value,
         activation="softmax",
         dtype="uint8",
-        normalize="zscore_section" if len(job.roi) == 2 else "zscore",  # mtbio's training rule
+        normalize=normalization_for(model_norm, len(job.roi)),  # mtbio's training rule
         voxel_size=job.voxel_size,
         resume=job.resume,
         overwrite=not job.resume,
         progress=progress,
         stop=stop,
     )
-    complete = open_prediction_store(job.output, require_complete=False).complete
+    complete = result.complete
     if complete:
         write_mask(job.output, threshold=DEFAULT_THRESHOLD)
     return job.output, complete
@@ -148,8 +158,8 @@ class PredictWidget(Container):
     """Segment mitochondria in an image layer with a trained network (bundle or checkpoint).
 
     Attributes (sub-widgets tests and users set): ``image``, ``network``, ``model_path``, ``trust_bundle``, ``roi``,
-    ``overlap``, ``batch_size``, ``device``, ``output``, ``resume``, ``run_button``, ``cancel_button``, ``progress``,
-    ``status``; ``worker`` is the running (or last) thread worker and ``busy`` is true while it runs.
+    ``overlap``, ``batch_size``, ``device``, ``output``, ``resume``, ``resample``, ``run_button``, ``cancel_button``,
+    ``progress``, ``status``; ``worker`` is the running (or last) thread worker and ``busy`` is true while it runs.
     """
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -172,6 +182,11 @@ class PredictWidget(Container):
         self.device = ComboBox(label="device", choices=devices, value=devices[0])
         self.output = FileEdit(label="output store", mode="w", filter="*.zarr")
         self.resume = CheckBox(label="resume", value=False, tooltip="continue a stopped run into the same store")
+        self.resample = CheckBox(
+            label="resample",
+            value=True,
+            tooltip="predict at the voxel size the model was trained at (layer scale in nm) and resample back",
+        )
         self.run_button = PushButton(text="Predict")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
@@ -188,6 +203,7 @@ class PredictWidget(Container):
                 self.device,
                 self.output,
                 self.resume,
+                self.resample,
                 self.run_button,
                 self.cancel_button,
                 self.progress,
@@ -256,6 +272,7 @@ class PredictWidget(Container):
             voxel_size=voxel_size,
             resume=bool(self.resume.value),
             trust_bundle=bool(self.trust_bundle.value),
+            resample=bool(self.resample.value),
         )
 
     def _output_path(self, name: str) -> Path:
@@ -307,6 +324,9 @@ class PredictWidget(Container):
 
     def _on_done(self, result: tuple[Path, bool]) -> None:
         path, complete = result
+        if not Path(path).exists():  # stopped while predicting on the model's grid: nothing on the input grid yet
+            report(self.status, "stopped early: tick 'resume' and predict again to finish it")
+            return
         layer = self.image.value
         for data, kwargs, kind in prediction_layers(path, name=layer.name if layer is not None else None):
             if layer is not None:  # overlay exactly on the input, whatever the store's voxel size says

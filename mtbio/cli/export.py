@@ -15,8 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("onnx", "torchscript", "bioimageio")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+from mtbio.export.api import FORMATS
 
 
 def register(subparsers: Any) -> None:
@@ -53,75 +52,28 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-DEFAULT_ROI = {2: (128, 128), 3: (16, 64, 64)}
-
-
-def _require(module: str) -> None:
-    import importlib
-
-    try:
-        importlib.import_module(module)
-    except ImportError as err:
-        raise RuntimeError(f"{module} is not installed ({err}); pip install 'mtbio[export]'") from err
-
-
 def run(args: argparse.Namespace) -> int:
-    from mtbio.export.source import example_input, load_source
+    from mtbio.export.api import export_model
 
-    fmt = args.format
-    out: Path = args.out
-    if fmt in SUFFIXES and out.suffix.lower() != SUFFIXES[fmt]:
-        raise ValueError(f"{out}: --format {fmt} writes a {SUFFIXES[fmt]} file")
-    if fmt == "bioimageio" and out.suffix.lower() in (".onnx", ".pt", ".zip", ".yaml"):
-        raise ValueError(f"{out}: --format bioimageio writes a folder (use --zip for a zip next to it)")
-    if fmt in SUFFIXES and out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out}: exists (pass --overwrite)")
-    for module in {"onnx": ("onnx", "onnxruntime"), "bioimageio": ("onnx", "onnxruntime", "bioimageio.core")}.get(
-        fmt, ()
-    ):
-        _require(module)
-    source = load_source(args.weights, bundle=args.bundle, network=args.network, spatial_dims=args.spatial_dims)
-    dims = source.spatial_dims
-    roi = tuple(args.roi) if args.roi else DEFAULT_ROI[dims]
-    if len(roi) != dims or any(r < 1 or r % s for r, s in zip(roi, source.step)):
-        raise ValueError(f"--roi {list(roi)}: a {dims}D network needs {dims} positive multiples of {list(source.step)}")
-    summary: dict[str, Any] = {"weights": str(args.weights), "network": source.record.network, "spatial_dims": dims}
-    if fmt == "bioimageio":
-        from mtbio.export.bioimageio import export_bioimageio
-
-        summary.update(
-            export_bioimageio(
-                source,
-                out,
-                roi=roi,
-                name=args.name,
-                authors=args.author,
-                license=args.license,
-                onnx=not args.no_onnx,
-                opset=args.opset,
-                overwrite=args.overwrite,
-                zip_path=out.with_name(out.name + ".zip") if args.zip else None,
-                test=not args.no_test,
-            )
-        )
-    else:
-        from mtbio.export.source import normalize_sample
-
-        example = normalize_sample(example_input(roi))
-        checks = [example, normalize_sample(example_input(roi, seed=1, batch=2))]
-        if fmt == "onnx":
-            from mtbio.export.onnx import DEFAULT_OPSET, check_onnx, export_onnx
-
-            opset = args.opset or DEFAULT_OPSET
-            export_onnx(source.network, out, example, opset=opset, dynamic=not args.static)
-            check = check_onnx(out, source.network, checks if not args.static else [example])
-            summary.update(format="onnx", path=str(out), opset=opset, dynamic=not args.static, check=check)
-        else:
-            from mtbio.export.torchscript import check_torchscript, export_torchscript
-
-            export_torchscript(source.network, out, example)
-            summary.update(format="torchscript", path=str(out), check=check_torchscript(out, source.network, checks))
-        summary["roi"] = list(roi)
+    summary = export_model(
+        args.weights,
+        args.format,
+        args.out,
+        bundle=args.bundle,
+        network=args.network,
+        spatial_dims=args.spatial_dims,
+        roi=args.roi,
+        opset=args.opset,
+        static=args.static,
+        zip_package=args.zip,
+        test=not args.no_test,
+        onnx=not args.no_onnx,
+        name=args.name,
+        authors=args.author,
+        license=args.license,
+        overwrite=args.overwrite,
+    )
+    out = args.out
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -30,7 +30,9 @@ def test_viewer_opens_prediction_store_with_the_plugin(make_napari_viewer, tmp_p
 
 def test_sample_data_and_widgets_by_manifest_name(make_napari_viewer) -> None:
     from mtbio.napari.compare_widget import CompareWidget
+    from mtbio.napari.export_widget import ExportWidget
     from mtbio.napari.mask_widget import MaskPreviewWidget
+    from mtbio.napari.measure_widget import MeasureWidget
     from mtbio.napari.predict_widget import PredictWidget
 
     viewer = make_napari_viewer()
@@ -40,6 +42,8 @@ def test_sample_data_and_widgets_by_manifest_name(make_napari_viewer) -> None:
     for name, cls in (
         ("Predict", PredictWidget),
         ("Compare predictions", CompareWidget),
+        ("Measure", MeasureWidget),
+        ("Export model", ExportWidget),
         ("Mask preview (M / 1-M)", MaskPreviewWidget),
     ):
         _, widget = viewer.window.add_plugin_dock_widget("mtbio", name)

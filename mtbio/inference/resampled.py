@@ -218,8 +218,12 @@ def predict_at_model_voxel_size(
             plan = None
         else:
             note = f"{name}: {plan.describe()}"
-    if plan is None:
-        array = predict_volume(network, volume, output, roi_size=roi, voxel_size=input_vs, **kwargs)
+    if plan is None:  # the plain call on the caller's own input (errors and the store's identity name the file)
+        direct = isinstance(source, str | os.PathLike)
+        array = predict_volume(
+            network, source if direct else volume, output, roi_size=roi, key=key if direct else None,
+            voxel_size=input_vs, **kwargs,
+        )  # fmt: skip
         complete = _is_complete(output)
         return ResampledPrediction(array, None, note, complete)
     return _predict_resampled(predict_volume, network, volume, Path(output), roi, plan, note, kwargs)

@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from mtbio.errors import USER_ERRORS
+
 #: sub-command modules, in the order ``mtbio --help`` lists them
 COMMANDS = ("synth", "train", "predict", "evaluate", "score", "measure", "export", "demo")
 
@@ -65,8 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # e.g. for a "resume with: ..." hint
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as err:
-        # user errors: one clear line, no traceback (set MTBIO_DEBUG=1 for the traceback)
+    except USER_ERRORS as err:
+        # the user's input or environment (mtbio.errors): one clear line, no traceback (MTBIO_DEBUG=1 shows it);
+        # anything else is a defect and keeps its traceback
         import os
 
         if os.environ.get("MTBIO_DEBUG"):

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from mtbio.errors import UserError
+
 STORE_KEY = "mtbio"
 FULL_RES = "0"
 FOREGROUND_CHANNEL = 1
@@ -36,7 +38,7 @@ PROBABILITY_DTYPES = ("uint8", "float16", "float32")
 _SPATIAL_NAMES = {2: ("y", "x"), 3: ("z", "y", "x")}
 
 
-class IncompletePredictionError(RuntimeError):
+class IncompletePredictionError(UserError, RuntimeError):
     """Raised when a prediction store is read as finished but its writer never marked it complete."""
 
 

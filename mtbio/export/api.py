@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mtbio.errors import MissingDependencyError
+
 __all__ = ["DEFAULT_ROI", "FORMATS", "SUFFIXES", "export_model"]
 
 FORMATS = ("onnx", "torchscript", "bioimageio")
@@ -20,7 +22,7 @@ def _require(module: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError as err:
-        raise RuntimeError(f"{module} is not installed ({err}); pip install 'mtbio[export]'") from err
+        raise MissingDependencyError(f"{module} is not installed ({err}); pip install 'mtbio[export]'") from err
 
 
 def export_model(
@@ -67,7 +69,7 @@ def export_model(
     Raises:
         ValueError: an unknown format, an output of the wrong kind, a ``roi`` the network cannot take.
         FileExistsError: ``out`` exists and ``overwrite`` is false.
-        RuntimeError: the ``export`` extra is not installed.
+        MissingDependencyError: the ``export`` extra is not installed.
     """
     from mtbio.export.source import example_input, load_source, normalize_sample
 

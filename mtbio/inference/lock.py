@@ -29,10 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtbio.errors import UserError
+
 __all__ = ["StaleLockWarning", "StoreLock", "StoreLockedError", "acquire_store_lock", "lock_path"]
 
 
-class StoreLockedError(RuntimeError):
+class StoreLockedError(UserError, RuntimeError):
     """Another run is writing (or may be writing) the prediction store."""
 
 

@@ -59,3 +59,27 @@ def test_ruff_clean() -> None:
         [ruff, "check", "--no-cache", "mtbio", "tests", "benchmarks"], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_lazy_exports_are_listed_once_and_seen_by_type_checkers() -> None:
+    """Each lazily exporting package: ``__all__`` is its lazy map's names, every name resolves, and the same names
+    are imported under ``if TYPE_CHECKING:`` (what editors and type checkers read)."""
+    import ast
+    import importlib
+
+    for pkg in ("mtbio.bundle", "mtbio.uda", "mtbio.inference", "mtbio.export"):
+        module = importlib.import_module(pkg)
+        lazy = getattr(module, "_EXPORTS", None) or module._LAZY
+        assert module.__all__ == sorted(lazy), pkg
+        for name in lazy:
+            assert getattr(module, name) is not None, (pkg, name)
+        tree = ast.parse(open(module.__file__).read())
+        guarded = {
+            alias.asname or alias.name
+            for node in tree.body
+            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+            for imp in node.body
+            if isinstance(imp, ast.ImportFrom)
+            for alias in imp.names
+        }
+        assert guarded == set(lazy), (pkg, guarded ^ set(lazy))

@@ -11,7 +11,16 @@ Public entry points (imported lazily so ``import mtbio.inference`` stays light):
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # editors and type checkers see the lazily exported names
+    from mtbio.inference.blending import Activation, Blend
+    from mtbio.inference.distributed import predict_volume_dask
+    from mtbio.inference.mask import write_mask
+    from mtbio.inference.model_io import load_bundle_network, load_named_network, model_hash
+    from mtbio.inference.predict import predict_volume
+    from mtbio.inference.setup import Normalization
+    from mtbio.inference.windows import WindowGrid
 
 _LAZY = {
     "predict_volume": "mtbio.inference.predict",
@@ -26,7 +35,18 @@ _LAZY = {
     "WindowGrid": "mtbio.inference.windows",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "Activation",
+    "Blend",
+    "Normalization",
+    "WindowGrid",
+    "load_bundle_network",
+    "load_named_network",
+    "model_hash",
+    "predict_volume",
+    "predict_volume_dask",
+    "write_mask",
+]  # = sorted(_LAZY) (tests/test_package.py checks)
 
 
 def __getattr__(name: str) -> Any:

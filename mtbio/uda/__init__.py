@@ -7,7 +7,18 @@ re-exported lazily so ``import mtbio.uda`` stays light.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # editors and type checkers see the lazily exported names
+    from mtbio.uda.augment import strong_augment
+    from mtbio.uda.config import PseudoLabelWeighting, StrongAugment, UDAConfig, ema_alpha_for
+    from mtbio.uda.evaluate import TargetValidation, evaluate_network, predict_in_memory
+    from mtbio.uda.interrupt import TrainingInterrupted
+    from mtbio.uda.pseudo_labels import pseudo_labels
+    from mtbio.uda.step import StepOutput, uda_step
+    from mtbio.uda.strategy import Strategy, strategy_spec
+    from mtbio.uda.teacher import EMATeacher
+    from mtbio.uda.trainer import UDATrainer, attach_checkpointing, load_checkpoint
 
 _EXPORTS = {
     "UDAConfig": "config",
@@ -30,7 +41,26 @@ _EXPORTS = {
     "evaluate_network": "evaluate",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "EMATeacher",
+    "PseudoLabelWeighting",
+    "StepOutput",
+    "Strategy",
+    "StrongAugment",
+    "TargetValidation",
+    "TrainingInterrupted",
+    "UDAConfig",
+    "UDATrainer",
+    "attach_checkpointing",
+    "ema_alpha_for",
+    "evaluate_network",
+    "load_checkpoint",
+    "predict_in_memory",
+    "pseudo_labels",
+    "strategy_spec",
+    "strong_augment",
+    "uda_step",
+]  # = sorted(_EXPORTS) (tests/test_package.py checks)
 
 
 def __getattr__(name: str) -> Any:

@@ -4,6 +4,7 @@ Public entry points (imported lazily so ``import mtbio.inference`` stays light):
 
 * :func:`predict_volume` (:mod:`mtbio.inference.predict`): one process, resumable, block by block.
 * :func:`predict_volume_dask` (:mod:`mtbio.inference.distributed`): the same through dask.distributed.
+* :class:`InferenceSettings` (:mod:`mtbio.inference.settings`): every option of a run and its default, in one place.
 * :func:`write_mask` (:mod:`mtbio.inference.mask`): ``labels/mask`` of a finished store.
 * :func:`load_bundle_network`, :func:`load_named_network`, :func:`model_hash` (:mod:`mtbio.inference.model_io`).
 """
@@ -20,9 +21,10 @@ _LAZY = {
     "load_bundle_network": "mtbio.inference.model_io",
     "load_named_network": "mtbio.inference.model_io",
     "model_hash": "mtbio.inference.model_io",
-    "Blend": "mtbio.inference.blending",
-    "Activation": "mtbio.inference.blending",
-    "Normalization": "mtbio.inference.setup",
+    "Blend": "mtbio.inference.settings",
+    "Activation": "mtbio.inference.settings",
+    "InferenceSettings": "mtbio.inference.settings",
+    "Normalization": "mtbio.data.normalize",
     "WindowGrid": "mtbio.inference.windows",
 }
 

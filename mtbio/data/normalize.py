@@ -82,15 +82,16 @@ def parse_normalization(value: Normalization | str | None) -> Normalization | No
 def resolve_normalization(
     value: Normalization | str | None, spatial_dims: int, record: str | None = None
 ) -> Normalization | None:
-    """The normalisation a run uses: ``AUTO`` becomes the weights record's ``record`` when given, else
-    :func:`default_normalization` of the network's ``spatial_dims``; any other value is
-    :func:`parse_normalization`'s."""
+    """The normalisation a run uses. Anything but ``AUTO`` is :func:`parse_normalization`'s; ``AUTO`` becomes what
+    ``record`` states (the weights record's or the bundle's ``normalization``; ``"none"``: the input as it is) and,
+    when it states nothing (``None`` or ``"auto"``), :func:`default_normalization` of the network's ``spatial_dims``."""
     parsed = parse_normalization(value)
     if parsed is not Normalization.AUTO:
         return parsed
-    recorded = parse_normalization(record)
-    if recorded is not None and recorded is not Normalization.AUTO:
-        return recorded
+    if record is not None:
+        recorded = parse_normalization(record)
+        if recorded is not Normalization.AUTO:
+            return recorded
     return default_normalization(spatial_dims)
 
 

@@ -91,13 +91,14 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
-def _ints(name: str, value: Any, lengths: tuple[int, ...]) -> tuple[int, ...]:
+def _ints(name: str, value: Any) -> tuple[int, ...]:
+    """Positive integers, one per axis (whether they fit the volume is checked when it is opened)."""
     try:
         out = tuple(int(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {' or '.join(map(str, lengths))} positive integers, got {value!r}") from None
-    if len(out) not in lengths or any(v < 1 for v in out) or any(isinstance(v, bool) for v in value):
-        raise ValueError(f"{name} must be {' or '.join(map(str, lengths))} positive integers, got {value!r}")
+        raise ValueError(f"{name} must be positive integers, one per axis, got {value!r}") from None
+    if not out or any(v < 1 for v in out) or any(isinstance(v, bool) for v in value):
+        raise ValueError(f"{name} must be positive integers, one per axis, got {value!r}")
     return out
 
 
@@ -153,7 +154,7 @@ class InferenceSettings:
         if roi is not None:
             if isinstance(roi, int) and not isinstance(roi, bool):
                 raise ValueError(f"roi_size must list 2 or 3 window sizes, got the single int {roi}")
-            put(self, "roi_size", _ints("roi_size", roi, (2, 3)))
+            put(self, "roi_size", _ints("roi_size", roi))
         if isinstance(self.overlap, (int, float)) and not isinstance(self.overlap, bool):
             overlap: float | tuple[float, ...] = float(self.overlap)
             values: tuple[float, ...] = (overlap,)
@@ -177,6 +178,8 @@ class InferenceSettings:
         put(self, "amp", bool(self.amp))
         act = as_activation(self.activation)
         put(self, "activation", act)
+        if str(self.dtype).lower() == "none":
+            put(self, "dtype", None)
         if self.dtype is not None:
             name = str(getattr(self.dtype, "value", self.dtype))
             try:
@@ -188,15 +191,13 @@ class InferenceSettings:
             if name not in OUTPUT_DTYPES:
                 raise ValueError(f"dtype must be one of {OUTPUT_DTYPES} or None, got {self.dtype!r}")
             if name == "uint8" and act is None:
-                raise ValueError(
-                    "dtype uint8 stores probabilities (p*255) and needs activation='softmax' or 'sigmoid'"
-                )
+                raise ValueError("dtype uint8 stores probabilities (p*255) and needs activation='softmax' or 'sigmoid'")
             put(self, "dtype", OutputDtype(name))
         put(self, "normalize", _normalize(self.normalize))
         for name in ("chunks", "block_shape"):
             value = getattr(self, name)
             if value is not None:
-                put(self, name, _ints(name, value, (2, 3)))
+                put(self, name, _ints(name, value))
         if self.voxel_size is not None:
             vs = tuple(float(v) for v in self.voxel_size)
             if len(vs) not in (2, 3) or any(not v > 0 for v in vs):

@@ -131,7 +131,14 @@ def test_the_reader_checks_only_float_inputs_without_a_statistics_pass(tmp_path)
     for i, (vol, norm, kind) in enumerate(cases):
         settings = InferenceSettings(roi_size=(4, 8, 8), batch_size=2, device="cpu", normalize=norm)
         prepared = prepare(
-            conv_net(3), vol, tmp_path / f"p{i}.zarr", settings, resume=False, overwrite=False, key=None, defer_create=True
+            conv_net(3),
+            vol,
+            tmp_path / f"p{i}.zarr",
+            settings,
+            resume=False,
+            overwrite=False,
+            key=None,
+            defer_create=True,
         )
         assert isinstance(prepared.engine.finite_check, kind)
         prepared.abandon()

@@ -205,6 +205,7 @@ def _load_network(args: argparse.Namespace) -> tuple[Any, InferenceSettings, str
         package = load_package(model)
         network, dims = package.network, package.spatial_dims
         from_model["roi_size"] = package.roi
+        bundle_normalize = "none" if package.normalize is None else package.normalize
     elif args.bundle is not None:
         network = load_bundle_network(args.bundle, args.checkpoint, trust=args.trust_bundle)
         stated = bundle_inferer_settings(args.bundle, trust=args.trust_bundle)

@@ -85,11 +85,7 @@ def _cli_form(tp: Any) -> dict[str, Any]:
     from mtbio.uda.options import _optional, _parser_for
 
     inner, optional = _optional(tp)
-    members = (
-        typing.get_args(inner)
-        if typing.get_origin(inner) in (typing.Union, types.UnionType)
-        else (inner,)
-    )
+    members = typing.get_args(inner) if typing.get_origin(inner) in (typing.Union, types.UnionType) else (inner,)
     enums = [m for m in members if isinstance(m, type) and issubclass(m, enum.Enum)]
     if enums:  # the value stays a string ("none" included): the dataclass reads it
         return {"choices": [e.value for e in enums[0]] + (["none"] if optional else [])}

@@ -78,9 +78,7 @@ def predict_in_memory(
             else:
                 x = torch.from_numpy(zscore(arr, mean[0], std[0]))[None, None]
             with torch.autocast(device_type=device.type, enabled=use_amp):
-                logits = sliding_window_inference(
-                    x.to(device), roi, batch_size, net, overlap=overlap, mode="gaussian"
-                )
+                logits = sliding_window_inference(x.to(device), roi, batch_size, net, overlap=overlap, mode="gaussian")
             prob = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
             out[z0:z1] = prob if dims == 2 else prob[0]
     finally:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from mtbio.bundle.data import DomainPair, open_spec
+from mtbio.inference.settings import UNSET
 
 __all__ = ["evaluate", "predict", "train"]
 
@@ -323,13 +324,14 @@ def predict(
     strategies: Sequence[str],
     image: Any,
     predictions_dir: str | os.PathLike,
-    roi_size: Sequence[int],
-    overlap: float = 0.25,
-    normalize: str | None = "zscore_section",
-    batch_size: int = 4,
-    dtype: str = "uint8",
-    device: str | torch.device | None = None,
-    resample: bool = True,
+    settings: Any = None,
+    roi_size: Sequence[int] = UNSET,
+    overlap: float = UNSET,
+    normalize: str | None = UNSET,
+    batch_size: int = UNSET,
+    dtype: str = UNSET,
+    device: str | torch.device | None = UNSET,
+    resample: bool = UNSET,
 ) -> dict[str, Path]:
     """Predict ``image`` with each strategy's weights (``models_dir/<strategy>.pt``, the EMA teacher) through the
     streaming :func:`mtbio.inference.predict_volume`, into ``predictions_dir/<strategy>.zarr``.
@@ -340,16 +342,13 @@ def predict(
         strategies: which weights; ``["model"]`` predicts with ``model.pt``.
         image: a ``(Z, Y, X)`` volume or a ``PATH[:KEY]`` string.
         predictions_dir: output folder of the prediction stores.
-        roi_size: sliding window, (H, W) section by section or (D, H, W).
-        overlap: window overlap fraction (Gaussian blending).
-        normalize: the training intensity rule: ``"zscore_section"`` for 2D networks, ``"zscore"`` (per volume)
-            for 3D ones.
-        batch_size: windows per forward pass.
-        dtype: stored dtype (``uint8`` = p * 255).
-        device: inference device (default CUDA when available).
-        resample: predict at the voxel size the weights were trained at (recorded in them) and resample the
-            prediction back when the image's differs by more than 10 % (:mod:`mtbio.inference.resampled`); weights
-            without a voxel size are used as they are.
+        settings: an :class:`~mtbio.inference.settings.InferenceSettings` (default
+            :data:`~mtbio.inference.settings.TOOL_DEFAULTS`: softmax probabilities as uint8, ``normalize="auto"`` =
+            the rule the weights record, else per section for 2D networks and per volume for 3D ones). With
+            ``resample`` the image is predicted at the voxel size the weights were trained at and the prediction
+            resampled back (:mod:`mtbio.inference.resampled`).
+        roi_size, overlap, normalize, batch_size, dtype, device, resample: replace that field of ``settings`` (the
+            bundle config's ``roi_size`` / ``overlap`` / ``normalize`` / ``device``); ``roi_size`` is required.
 
     Returns:
         strategy -> prediction store.
@@ -358,26 +357,32 @@ def predict(
 
     from mtbio.inference.model_io import load_state
     from mtbio.inference.resampled import predict_at_model_voxel_size, weights_settings
+    from mtbio.inference.settings import TOOL_DEFAULTS, InferenceSettings
 
+    run = InferenceSettings.merged(
+        TOOL_DEFAULTS if settings is None else settings,
+        roi_size=roi_size,
+        overlap=overlap,
+        normalize=normalize,
+        batch_size=batch_size,
+        dtype=dtype,
+        device=device,
+        resample=resample,
+    )
     volume = _as_volume(image, "image to predict")
     out: dict[str, Path] = {}
     for strategy in strategies:
         weights = Path(models_dir) / f"{strategy}.pt"
         net = load_state(copy.deepcopy(network), weights)
         store = Path(predictions_dir) / f"{strategy}.zarr"
+        model_voxel, model_norm = weights_settings(weights)
         result = predict_at_model_voxel_size(
             net,
             volume,
             store,
-            model_voxel_size=weights_settings(weights)[0],
-            resample=resample,
-            roi_size=tuple(int(r) for r in roi_size),
-            overlap=overlap,
-            batch_size=batch_size,
-            activation="softmax",
-            dtype=dtype,
-            normalize=normalize,
-            device=device,
+            model_voxel_size=model_voxel,
+            model_normalization=model_norm,
+            settings=run,
             overwrite=True,
         )
         logging.getLogger(LOGGER).info(f"{strategy}: {result.note}; wrote {store}")

@@ -1,8 +1,13 @@
 """``mtbio predict``: sliding-window inference of one stack (or many) into prediction stores.
 
+Every :class:`mtbio.inference.settings.InferenceSettings` field is a flag (``--roi-size`` / ``--roi``,
+``--overlap``, ``--batch-size``, ``--normalize``, ``--no-resample`` ...) whose default is
+:data:`~mtbio.inference.settings.TOOL_DEFAULTS`'s (:func:`add_settings_arguments`); a bundle's ``roi_size`` /
+``overlap`` / ``normalize`` apply unless given.
+
 Examples::
 
-    mtbio predict stack.h5 out.pred.zarr --bundle bundles/vnc3_to_lucchi --key raw
+    mtbio predict stack.h5 out.pred.zarr --bundle bundles/masktwins_em2d_vnc3_lucchi --key raw
     mtbio predict sections/ out.pred.zarr --network small_unet --checkpoint model.pt --roi 256 256 --mask
     mtbio predict 'data/*.tif' preds/ --bundle my_bundle --resume            # many stacks -> one folder
     mtbio predict big.zarr out.pred.zarr --bundle my_bundle --dask            # LocalCluster, 2 workers
@@ -12,15 +17,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import enum
 import shlex
 import signal
 import sys
 import threading
+import types
+import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ROI = {2: (256, 256), 3: (32, 128, 128)}
+from mtbio.inference.settings import TOOL_DEFAULTS, InferenceSettings, as_activation
+
+#: earlier flag spellings kept working (field -> extra option strings)
+FLAG_ALIASES: dict[str, tuple[str, ...]] = {"roi_size": ("--roi",)}
+#: the argparse ``dest`` prefix of the settings flags
+_DEST = "settings."
 
 
 class Interrupted(KeyboardInterrupt):
@@ -65,16 +79,65 @@ def resume_hint(argv: Sequence[str] | None, output: str | None) -> str:
     return "resume with:  " + shlex.join(["mtbio", *args, "--resume"])
 
 
-def _normalization(choice: str, roi_dims: int, bundle: str | None = None) -> str | None:
-    """The ``predict_volume`` normalisation for a ``--normalize`` choice: ``auto`` is the bundle's ``normalize``
-    when it states one, else mtbio's training rule (2D nets per section, 3D nets per volume)."""
-    if choice == "none":
-        return None
-    if choice == "auto":
-        if bundle is not None:
-            return None if bundle in ("none", "None") else bundle
-        return "zscore_section" if roi_dims == 2 else "zscore"
-    return choice
+def _cli_form(tp: Any) -> dict[str, Any]:
+    """argparse keywords for a field type: tuples take several values, enums their values as choices (a union with
+    an enum, ``normalize``'s, offers the enum), the rest as :mod:`mtbio.uda.options` makes them."""
+    from mtbio.uda.options import _optional, _parser_for
+
+    inner, optional = _optional(tp)
+    members = typing.get_args(inner) if typing.get_origin(inner) in (typing.Union, types.UnionType) else (inner,)
+    enums = [m for m in members if isinstance(m, type) and issubclass(m, enum.Enum)]
+    if enums:  # the value stays a string ("none" included): the dataclass reads it
+        return {"choices": [e.value for e in enums[0]] + (["none"] if optional else [])}
+    tuples = [m for m in members if typing.get_origin(m) is tuple]
+    if tuples:
+        elem = typing.get_args(tuples[0])[0]
+        return {"type": elem, "nargs": "+", "metavar": elem.__name__.upper()}
+    conv, kwargs = _parser_for(inner, optional)
+    metavar = inner.__name__.upper() if inner in (int, float) else "VALUE"
+    return kwargs if conv is None else {"type": conv, "metavar": metavar, **kwargs}
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, base: InferenceSettings = TOOL_DEFAULTS) -> None:
+    """One flag per :class:`InferenceSettings` field (``--field-name`` plus :data:`FLAG_ALIASES`), its help the field's
+    line of the class docstring and the default shown ``base``'s; a flag not given is absent from the namespace
+    (:func:`settings_from_args` then keeps ``base``'s value): no default is restated here."""
+    from mtbio.uda.options import _plain_doc, field_docs
+
+    docs = field_docs(InferenceSettings)
+    hints = typing.get_type_hints(InferenceSettings)
+    group = parser.add_argument_group("inference settings (mtbio.inference.settings.InferenceSettings)")
+    for f in dataclasses.fields(InferenceSettings):
+        default = getattr(base, f.name)
+        shown = default.value if isinstance(default, enum.Enum) else default
+        if isinstance(shown, tuple):
+            shown = " ".join(str(v) for v in shown)
+        help_text = f"{_plain_doc(docs[f.name])} (default: {shown})".replace("%", "%%")
+        flag = "--" + f.name.replace("_", "-")
+        group.add_argument(
+            flag, *FLAG_ALIASES.get(f.name, ()), dest=_DEST + f.name, default=argparse.SUPPRESS, help=help_text,
+            **_cli_form(hints[f.name]),
+        )  # fmt: skip
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings fields given on the command line (one value of a several-value flag that also takes a single
+    number, ``--overlap 0.5``, is that number)."""
+    out: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if key.startswith(_DEST):
+            name = key[len(_DEST) :]
+            if isinstance(value, list):
+                value = value[0] if len(value) == 1 and name == "overlap" else tuple(value)
+            out[name] = value
+    return out
+
+
+def settings_from_args(
+    args: argparse.Namespace, base: InferenceSettings = TOOL_DEFAULTS, **model: Any
+) -> InferenceSettings:
+    """``base`` with the model's values (a bundle's ``roi_size`` ...) and then the flags given."""
+    return InferenceSettings.merged(base, **{**model, **given_settings(args)})
 
 
 def register(subparsers: Any) -> None:
@@ -103,35 +166,7 @@ def register(subparsers: Any) -> None:
     )
     net.add_argument("--model", type=Path, help="a bioimage.io model package (folder or rdf.yaml, e.g. mtbio export)")
     p.add_argument("--key", help="dataset inside an h5 / zarr input")
-    p.add_argument("--roi", type=int, nargs="+", help="window size, 2 or 3 values (default 256 256 / 32 128 128)")
-    p.add_argument("--overlap", type=float, help="window overlap fraction (default: the bundle's, else 0.25)")
-    p.add_argument("--mode", choices=("gaussian", "constant"), default="gaussian", help="blending (default gaussian)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
-    p.add_argument("--device", help="torch device (default cuda when available, else cpu)")
-    p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
-    p.add_argument("--dtype", choices=("uint8", "float16", "float32"), default="uint8", help="stored (default uint8)")
-    p.add_argument("--activation", choices=("softmax", "sigmoid", "none"), default="softmax", help="default softmax")
-    p.add_argument(
-        "--normalize",
-        choices=("auto", "zscore", "zscore_section", "none"),
-        default="auto",
-        help="intensity z-score: auto (default) = the bundle's normalize, else per section for 2D networks, per "
-        "volume for 3D ones",
-    )
-    p.add_argument("--chunks", type=int, nargs="+", help="output chunk shape")
-    p.add_argument(
-        "--voxel-size",
-        type=float,
-        nargs="+",
-        metavar="NM",
-        help="input voxel size in nm, Z Y X (or Y X); overrides the file's (for files that lack it)",
-    )
-    p.add_argument(
-        "--no-resample",
-        action="store_true",
-        help="predict at the input's voxel size even when the model was trained at another one (default: resample "
-        "to the model's voxel size and back when they differ by more than 10 %%)",
-    )
+    add_settings_arguments(p)
     p.add_argument("--mask", action="store_true", help="also write labels/mask (foreground probability >= 0.5)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="finish an interrupted run (same model and settings)")
@@ -147,18 +182,17 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-DEFAULT_OVERLAP = 0.25
-
-
-def _load_network(args: argparse.Namespace) -> tuple[Any, tuple[int, ...], float, str | None]:
-    """The network, window, overlap and bundle normalisation (``None``: not stated) of the command line; a
-    bundle's ``roi_size`` / ``overlap`` / ``normalize`` apply unless given on the command line."""
+def _load_network(args: argparse.Namespace) -> tuple[Any, InferenceSettings, str | None]:
+    """The network, the run's settings and the bundle's normalisation (``None``: not stated) of the command line; a
+    bundle's (or package's) ``roi_size`` / ``overlap`` apply unless given on the command line."""
     from mtbio.inference.model_io import bundle_inferer_settings, load_bundle_network, load_named_network
 
     model = getattr(args, "model", None)
     if sum(x is not None for x in (args.bundle, args.network, model)) != 1:
         raise ValueError("pass exactly one of --bundle DIR, --network NAME (with --checkpoint) or --model PACKAGE")
-    settings: dict[str, Any] = {}
+    given_roi = given_settings(args).get("roi_size")
+    from_model: dict[str, Any] = {}
+    bundle_normalize = None
     if model is not None:
         from mtbio.export.bioimageio import load_package
 
@@ -166,25 +200,27 @@ def _load_network(args: argparse.Namespace) -> tuple[Any, tuple[int, ...], float
             raise ValueError("--model loads the package's own weights; drop --checkpoint")
         package = load_package(model)
         network, dims = package.network, package.spatial_dims
-        roi = args.roi or package.roi
+        from_model["roi_size"] = package.roi
+        bundle_normalize = "none" if package.normalize is None else package.normalize
     elif args.bundle is not None:
         network = load_bundle_network(args.bundle, args.checkpoint, trust=args.trust_bundle)
-        settings = bundle_inferer_settings(args.bundle, trust=args.trust_bundle)
-        bundle_roi = settings.get("roi_size")
-        dims = len(args.roi) if args.roi else len(bundle_roi) if isinstance(bundle_roi, list | tuple) else 2
-        roi = args.roi or bundle_roi or DEFAULT_ROI[dims]
+        stated = bundle_inferer_settings(args.bundle, trust=args.trust_bundle)
+        bundle_roi = stated.get("roi_size")
+        dims = len(given_roi) if given_roi else len(bundle_roi) if isinstance(bundle_roi, list | tuple) else 2
+        from_model.update({k: stated[k] for k in ("roi_size", "overlap") if stated.get(k) is not None})
+        bundle_normalize = None if stated.get("normalize") is None else str(stated["normalize"])
     else:
-        dims = args.spatial_dims or (len(args.roi) if args.roi else 2)
+        dims = args.spatial_dims or (len(given_roi) if given_roi else 2)
         if args.checkpoint is None:
             raise ValueError("--network needs --checkpoint PATH (the trained weights)")
         network = load_named_network(args.network, dims, args.checkpoint)
-        roi = args.roi or DEFAULT_ROI[dims]
-    roi = tuple(int(r) for r in ([roi] * dims if isinstance(roi, int) else roi))
+    if isinstance(from_model.get("roi_size"), int):
+        from_model["roi_size"] = (from_model["roi_size"],) * dims
+    settings = settings_from_args(args, **from_model)
+    roi = settings.window(dims)
     if len(roi) != dims:
         raise ValueError(f"--roi {roi} has {len(roi)} values for a {dims}D network")
-    overlap = args.overlap if args.overlap is not None else float(settings.get("overlap", DEFAULT_OVERLAP))
-    normalize = settings.get("normalize")
-    return network, roi, overlap, None if normalize is None else str(normalize)
+    return network, dataclasses.replace(settings, roi_size=roi), bundle_normalize
 
 
 def _single_stack(inputs: list[str]) -> bool:
@@ -206,15 +242,13 @@ def run(args: argparse.Namespace) -> int:
     if len(args.paths) < 2:
         raise ValueError("give at least one INPUT and the OUTPUT path")
     *inputs, output = args.paths
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    activation = None if args.activation == "none" else args.activation
-    if args.mask and activation is None:
+    if args.mask and as_activation(given_settings(args).get("activation", TOOL_DEFAULTS.activation)) is None:
         raise ValueError("--mask needs probabilities: drop --activation none")
-    network, roi, overlap, bundle_normalize = _load_network(args)
+    settings_from_args(args)  # bad flag values fail before a network is loaded
+    network, settings, bundle_normalize = _load_network(args)
     with graceful_signals() as signals:
         try:
-            return _predict(args, inputs, output, network, roi, overlap, bundle_normalize, activation, signals)
+            return _predict(args, inputs, output, network, settings, bundle_normalize, signals)
         except Interrupted as err:  # SIGINT / SIGTERM: the store is incomplete, resumable and unlocked
             return _interrupted(args, err.signum, err.output or output)
         except KeyboardInterrupt:  # Ctrl-C outside the run loop
@@ -242,47 +276,32 @@ def _predict(
     inputs: list[str],
     output: str,
     network: Any,
-    roi: tuple[int, ...],
-    overlap: float,
+    settings: InferenceSettings,
     bundle_normalize: str | None,
-    activation: str | None,
     signals: dict[str, int | None],
 ) -> int:
     from tqdm import tqdm
 
+    from mtbio.data.normalize import resolve_normalization
     from mtbio.data.store import open_prediction_store
     from mtbio.inference.distributed import predict_volume_dask
     from mtbio.inference.mask import write_mask
+    from mtbio.inference.resampled import predict_at_model_voxel_size, weights_settings
 
     def stop() -> bool:
         return signals["signum"] is not None
 
-    from mtbio.inference.resampled import normalization_for, predict_at_model_voxel_size, weights_settings
-
     weights = args.checkpoint or (None if args.bundle is None else args.bundle / "models" / "model.pt")
     model_voxel, model_norm = weights_settings(weights)
-    if args.voxel_size is not None and len(args.voxel_size) not in (2, 3):
-        raise ValueError(f"--voxel-size takes 2 (Y X) or 3 (Z Y X) values, got {args.voxel_size}")
-    if args.normalize == "auto" and model_norm is not None:  # the weights' own rule first, then the bundle's
-        normalize = normalization_for(model_norm, len(roi))
-    else:
-        normalize = _normalization(args.normalize, len(roi), bundle_normalize)
+    # normalize auto: the weights' own rule first, then the bundle's, then mtbio's rule for the network's dims
+    record = model_norm if model_norm is not None else bundle_normalize
+    roi = settings.window()
+    if not isinstance(settings.normalize, tuple):
+        settings = dataclasses.replace(settings, normalize=resolve_normalization(settings.normalize, len(roi), record))
 
     def predict_one(source: Path | str, out: Path | str, resume: bool) -> None:
         kwargs: dict[str, Any] = dict(
-            roi_size=roi,
-            overlap=overlap,
-            mode=args.mode,
-            batch_size=args.batch_size,
-            device=args.device,
-            activation=activation,
-            dtype=args.dtype,
-            chunks=args.chunks,
-            amp=args.amp,
-            normalize=normalize,
-            resume=resume,
-            overwrite=args.overwrite and not resume,
-            key=args.key,
+            settings=settings, resume=resume, overwrite=args.overwrite and not resume, key=args.key
         )
         bars: list[Any] = []
 
@@ -294,7 +313,7 @@ def _predict(
 
         try:
             if args.dask is not None:
-                if model_voxel is not None and not args.no_resample:
+                if model_voxel is not None and settings.resample:
                     raise ValueError(
                         "--dask does not resample to the model's voxel size: pass --no-resample, or drop --dask"
                     )
@@ -315,8 +334,6 @@ def _predict(
                     str(source),
                     out,
                     model_voxel_size=model_voxel,
-                    voxel_size=args.voxel_size,
-                    resample=not args.no_resample,
                     progress=progress,
                     stop=stop,
                     **kwargs,

@@ -6,8 +6,9 @@ batch for the same iteration ``i``, whatever was sampled before. That makes trai
 strategies for a seed (source and target samplers use different ``stream`` ids, so drawing target crops never
 shifts the source stream).
 
-Intensity normalisation is a per-image z-score, ``(x - mean) / std``, where the "image" is one 2D section for
-2D crops and the whole volume for 3D patches; the statistics are computed once at construction, and
+Intensity normalisation is :func:`mtbio.data.normalize.zscore` with :func:`~mtbio.data.normalize.image_stats`, where the
+"image" is one 2D section for 2D crops and the whole volume for 3D patches (mtbio's one rule,
+:func:`~mtbio.data.normalize.default_normalization`); the statistics are computed once at construction, and
 :func:`mtbio.uda.evaluate.predict_in_memory` and ``mtbio.inference.predict_volume(normalize="zscore_section")``
 use the same rule at inference.
 """
@@ -19,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from mtbio.data.normalize import image_stats, zscore
 
 __all__ = ["CropSampler", "MinForeground", "image_stats", "stream_rng"]
 
@@ -32,35 +35,6 @@ def stream_rng(seed: int, stream: int, iteration: int) -> np.random.Generator:
     if seed < 0 or stream < 0 or iteration < 0:
         raise ValueError(f"seed, stream and iteration must be >= 0, got {seed}, {stream}, {iteration}")
     return np.random.default_rng([int(seed), int(stream), int(iteration)])
-
-
-def image_stats(volume: Any, spatial_dims: int, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image intensity mean and std of a (Z, Y, X) volume.
-
-    Args:
-        volume: array-like (Z, Y, X) with numpy slicing (a numpy array or a lazy ``Volume``).
-        spatial_dims: 2 (one mean/std per section) or 3 (one for the whole volume).
-        eps: floor of the std.
-
-    Returns:
-        ``(mean, std)``, each float64 of shape (Z,) for 2D or (1,) for 3D.
-    """
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-    z = int(volume.shape[0])
-    sums = np.zeros(z)
-    sq = np.zeros(z)
-    counts = np.zeros(z)
-    for k in range(z):
-        sec = np.asarray(volume[k], dtype=np.float64)
-        sums[k] = sec.sum()
-        sq[k] = np.square(sec).sum()
-        counts[k] = sec.size
-    if spatial_dims == 3:
-        sums, sq, counts = sums.sum(keepdims=True), sq.sum(keepdims=True), counts.sum(keepdims=True)
-    mean = sums / counts
-    std = np.sqrt(np.maximum(sq / counts - mean**2, 0.0))
-    return mean, np.maximum(std, eps)
 
 
 class MinForeground:
@@ -180,7 +154,7 @@ class CropSampler:
             break
         mean, std = self.stats[v]
         k = origin[0] if self.spatial_dims == 2 else 0
-        image = ((np.asarray(self.images[v][sl], dtype=np.float32) - mean[k]) / std[k]).astype(np.float32)
+        image = zscore(self.images[v][sl], mean[k], std[k], precision=np.float64)
         if self.augment:
             image, label = self._geometric(rng, image, label)
         return image, label

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtbio.data.normalize import resolve_normalization
 from mtbio.export.source import NORM_EPS, Architecture, ExportSource, example_input, normalize_sample
 
 __all__ = [
@@ -463,7 +464,8 @@ class PackageModel:
         inp = description["inputs"][0]
         space = [a for a in inp["axes"] if a.get("type") == "space"]
         self.spatial_dims = len(space)
-        self.normalize = "zscore_section" if self.spatial_dims == 2 else "zscore"
+        rule = resolve_normalization("auto", self.spatial_dims, self.mtbio.get("normalization"))
+        self.normalize = None if rule is None else rule.value
         roi = self.mtbio.get("roi_size")
         if not roi:
             roi = list(np.load(rdf.parent / inp["test_tensor"]["source"], mmap_mode="r").shape[2:])

@@ -80,10 +80,13 @@ class ExportSource:
 
     @property
     def normalization(self) -> str:
-        """``"zscore_section"`` (per 2D section) or ``"zscore_volume"``: the record's, else mtbio's rule."""
-        if self.record.normalization:
-            return self.record.normalization
-        return "zscore_section" if self.spatial_dims == 2 else "zscore_volume"
+        """``"zscore_section"`` (per 2D section) or ``"zscore"`` (per volume): the record's (an old record's
+        ``"zscore_volume"`` read as ``"zscore"``), else mtbio's rule
+        (:func:`mtbio.data.normalize.default_normalization`)."""
+        from mtbio.data.normalize import resolve_normalization
+
+        rule = resolve_normalization("auto", self.spatial_dims, self.record.normalization or None)
+        return "none" if rule is None else rule.value
 
 
 def _plain(value: Any) -> Any:

@@ -4,6 +4,7 @@ Public entry points (imported lazily so ``import mtbio.inference`` stays light):
 
 * :func:`predict_volume` (:mod:`mtbio.inference.predict`): one process, resumable, block by block.
 * :func:`predict_volume_dask` (:mod:`mtbio.inference.distributed`): the same through dask.distributed.
+* :class:`InferenceSettings` (:mod:`mtbio.inference.settings`): every option of a run and its default, in one place.
 * :func:`write_mask` (:mod:`mtbio.inference.mask`): ``labels/mask`` of a finished store.
 * :func:`load_bundle_network`, :func:`load_named_network`, :func:`model_hash` (:mod:`mtbio.inference.model_io`).
 """
@@ -14,12 +15,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # editors and type checkers see the lazily exported names
-    from mtbio.inference.blending import Activation, Blend
+    from mtbio.data.normalize import Normalization
     from mtbio.inference.distributed import predict_volume_dask
     from mtbio.inference.mask import write_mask
     from mtbio.inference.model_io import load_bundle_network, load_named_network, model_hash
     from mtbio.inference.predict import predict_volume
-    from mtbio.inference.setup import Normalization
+    from mtbio.inference.settings import Activation, Blend, InferenceSettings
     from mtbio.inference.windows import WindowGrid
 
 _LAZY = {
@@ -29,15 +30,17 @@ _LAZY = {
     "load_bundle_network": "mtbio.inference.model_io",
     "load_named_network": "mtbio.inference.model_io",
     "model_hash": "mtbio.inference.model_io",
-    "Blend": "mtbio.inference.blending",
-    "Activation": "mtbio.inference.blending",
-    "Normalization": "mtbio.inference.setup",
+    "Blend": "mtbio.inference.settings",
+    "Activation": "mtbio.inference.settings",
+    "InferenceSettings": "mtbio.inference.settings",
+    "Normalization": "mtbio.data.normalize",
     "WindowGrid": "mtbio.inference.windows",
 }
 
 __all__ = [
     "Activation",
     "Blend",
+    "InferenceSettings",
     "Normalization",
     "WindowGrid",
     "load_bundle_network",

@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 import functools
 from collections.abc import Sequence
 
 import torch
 
+from mtbio.inference.settings import Activation, Blend, as_activation, as_blend
 
-class Blend(enum.StrEnum):
-    """How overlapping windows are blended (MONAI's ``BlendMode``)."""
-
-    CONSTANT = "constant"
-    GAUSSIAN = "gaussian"
-
-
-class Activation(enum.StrEnum):
-    """Applied to the blended network output over the channel axis before it is stored."""
-
-    SOFTMAX = "softmax"
-    SIGMOID = "sigmoid"
-
-
-def as_blend(mode: Blend | str) -> Blend:
-    """``mode`` as a :class:`Blend`; raises ValueError naming the allowed values."""
-    try:
-        return Blend(str(getattr(mode, "value", mode)).lower())
-    except ValueError:
-        raise ValueError(f"mode must be one of {[m.value for m in Blend]}, got {mode!r}") from None
-
-
-def as_activation(activation: Activation | str | None) -> Activation | None:
-    """``activation`` as an :class:`Activation` (``None`` stays ``None``); raises ValueError otherwise."""
-    if activation is None:
-        return None
-    try:
-        return Activation(str(getattr(activation, "value", activation)).lower())
-    except ValueError:
-        raise ValueError(
-            f"activation must be None or one of {[a.value for a in Activation]}, got {activation!r}"
-        ) from None
+__all__ = ["Activation", "Blend", "apply_activation", "as_activation", "as_blend", "importance_map"]
 
 
 def importance_map(

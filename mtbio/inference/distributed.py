@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
-from mtbio.inference.blending import Activation, Blend
+from mtbio.data.normalize import Normalization
 from mtbio.inference.engine import BlockTask, Engine, plan_tasks, run_task
 from mtbio.inference.lock import acquire_store_lock
-from mtbio.inference.setup import Normalization, ProgressFn, StopFn, prepare
+from mtbio.inference.settings import UNSET, Activation, Blend, InferenceSettings
+from mtbio.inference.setup import ProgressFn, StopFn, prepare
 
 
 def _block_task(engine: Engine, source: Any, key: str | None, store_path: str, task: BlockTask) -> int:
@@ -42,19 +43,20 @@ def predict_volume_dask(
     source: Any,
     output: str | os.PathLike,
     *,
-    roi_size: Sequence[int] | int,
-    overlap: float | Sequence[float] = 0.25,
-    mode: Blend | str = Blend.GAUSSIAN,
-    sigma_scale: float = 0.125,
-    batch_size: int = 4,
-    device: torch.device | str | None = None,
-    activation: Activation | str | None = None,
-    dtype: str | None = None,
-    chunks: Sequence[int] | None = None,
-    block_shape: Sequence[int] | None = None,
-    normalize: Normalization | str | tuple[float, float] | None = None,
-    voxel_size: Sequence[float] | None = None,
-    amp: bool = False,
+    settings: InferenceSettings | None = None,
+    roi_size: Sequence[int] = UNSET,
+    overlap: float | Sequence[float] = UNSET,
+    mode: Blend | str = UNSET,
+    sigma_scale: float = UNSET,
+    batch_size: int = UNSET,
+    device: torch.device | str | None = UNSET,
+    activation: Activation | str | None = UNSET,
+    dtype: str | None = UNSET,
+    chunks: Sequence[int] | None = UNSET,
+    block_shape: Sequence[int] | None = UNSET,
+    normalize: Normalization | str | tuple[float, float] | None = UNSET,
+    voxel_size: Sequence[float] | None = UNSET,
+    amp: bool = UNSET,
     resume: bool = False,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
@@ -67,7 +69,8 @@ def predict_volume_dask(
 ) -> Any:
     """:func:`mtbio.inference.predict.predict_volume` with blocks run as dask.distributed tasks.
 
-    Arguments not listed here are those of ``predict_volume``.
+    Arguments not listed here are those of ``predict_volume`` (``settings`` and the keyword arguments that
+    replace its fields: :class:`~mtbio.inference.settings.InferenceSettings`).
 
     Args:
         client: a ``distributed.Client`` to use (left open).
@@ -89,29 +92,25 @@ def predict_volume_dask(
 
     if not isinstance(n_workers, int) or n_workers < 1:
         raise ValueError(f"n_workers must be a positive int, got {n_workers!r}")
+    run_settings = InferenceSettings.merged(
+        settings,
+        roi_size=roi_size,
+        overlap=overlap,
+        mode=mode,
+        sigma_scale=sigma_scale,
+        batch_size=batch_size,
+        device=device,
+        activation=activation,
+        dtype=dtype,
+        chunks=chunks,
+        block_shape=block_shape,
+        normalize=normalize,
+        voxel_size=voxel_size,
+        amp=amp,
+    )
     lock = acquire_store_lock(output)  # one writer per store (the client holds it for all workers)
     try:
-        prepared = prepare(
-            network,
-            source,
-            output,
-            roi_size=roi_size,
-            overlap=overlap,
-            mode=mode,
-            sigma_scale=sigma_scale,
-            batch_size=batch_size,
-            device=device,
-            activation=activation,
-            dtype=dtype,
-            chunks=chunks,
-            block_shape=block_shape,
-            normalize=normalize,
-            amp=amp,
-            resume=resume,
-            overwrite=overwrite,
-            key=key,
-            voxel_size=voxel_size,
-        )
+        prepared = prepare(network, source, output, run_settings, resume=resume, overwrite=overwrite, key=key)
         tasks = plan_tasks(prepared.engine, prepared.blocks, prepared.ledger.done, carry=False)
         total = sum(b.num_chunks for b in prepared.blocks)
         done = sum(b.num_chunks for b in prepared.blocks if b.index in prepared.ledger.done)

@@ -159,11 +159,8 @@ def load_named_network(
 
     Raises:
         ValueError: unknown name, or weights that do not fit.
-        RuntimeError: ``mtbio.networks`` is not available.
     """
-    try:
-        from mtbio.networks import get_network
-    except ImportError as err:
-        raise RuntimeError(f"mtbio.networks.get_network is not available ({err}); use --bundle") from err
+    from mtbio.networks import get_network
+
     network = get_network(name, spatial_dims, **kwargs)
     return network if checkpoint is None else load_state(network, checkpoint)

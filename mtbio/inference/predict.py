@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
-from mtbio.inference.blending import Activation, Blend
+from mtbio.data.normalize import Normalization
 from mtbio.inference.engine import BlockTask, plan_tasks, run_task, split_rows
 from mtbio.inference.lock import acquire_store_lock
-from mtbio.inference.setup import Normalization, Prepared, ProgressFn, StopFn, prepare
+from mtbio.inference.settings import UNSET, Activation, Blend, InferenceSettings
+from mtbio.inference.setup import Prepared, ProgressFn, StopFn, prepare
 
 _DONE = object()
 
@@ -23,19 +24,20 @@ def predict_volume(
     source: Any,
     output: str | os.PathLike,
     *,
-    roi_size: Sequence[int] | int,
-    overlap: float | Sequence[float] = 0.25,
-    mode: Blend | str = Blend.GAUSSIAN,
-    sigma_scale: float = 0.125,
-    batch_size: int = 4,
-    device: torch.device | str | None = None,
-    activation: Activation | str | None = None,
-    dtype: str | None = None,
-    chunks: Sequence[int] | None = None,
-    block_shape: Sequence[int] | None = None,
-    normalize: Normalization | str | tuple[float, float] | None = None,
-    voxel_size: Sequence[float] | None = None,
-    amp: bool = False,
+    settings: InferenceSettings | None = None,
+    roi_size: Sequence[int] = UNSET,
+    overlap: float | Sequence[float] = UNSET,
+    mode: Blend | str = UNSET,
+    sigma_scale: float = UNSET,
+    batch_size: int = UNSET,
+    device: torch.device | str | None = UNSET,
+    activation: Activation | str | None = UNSET,
+    dtype: str | None = UNSET,
+    chunks: Sequence[int] | None = UNSET,
+    block_shape: Sequence[int] | None = UNSET,
+    normalize: Normalization | str | tuple[float, float] | None = UNSET,
+    voxel_size: Sequence[float] | None = UNSET,
+    amp: bool = UNSET,
     resume: bool = False,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
@@ -60,25 +62,14 @@ def predict_volume(
             sliceable array (numpy, zarr, dask, h5py). A 2D ``roi_size`` on a 3D volume runs section by section.
         output: prediction store folder (see :mod:`mtbio.data.store`); the array ``<output>/0`` is
             ``(C, *spatial)``.
-        roi_size: window shape (2 or 3 entries, or one int for every axis).
-        overlap: MONAI's overlap fraction in [0, 1), per axis or one value.
-        mode: ``"gaussian"`` (default; MONAI's map with ``sigma_scale``) or ``"constant"`` blending.
-        sigma_scale: gaussian sigma as a fraction of the window size.
-        batch_size: windows per forward pass.
-        device: compute device (default CUDA when available, else CPU).
-        activation: ``None`` (default) stores the blended network output as is; ``"softmax"`` / ``"sigmoid"``
-            are applied over channels after blending.
-        dtype: stored dtype: ``"uint8"`` (round(p*255), needs an activation), ``"float16"`` or ``"float32"``.
-            Default: ``uint8`` with an activation, ``float32`` without.
-        chunks: output chunk shape (spatial); default ``(32, 256, 256)`` for 3D windows, ``(8, 512, 512)``
-            section by section, ``(512, 512)`` for 2D volumes, capped at the volume.
-        block_shape: the unit of work and of memory (rounded up to whole chunks); default one chunk deep along
-            axis 0 and ``min(extent, 2048)`` along the others.
-        normalize: ``None`` (the input is used as is), ``(mean, std)``, or ``"zscore"`` (whole-volume mean and
-            std, computed out of core first) or ``"zscore_section"`` (mean and std of each section along axis 0:
-            mtbio's training rule for 2D networks). Voxels are normalised before the zero padding.
-        voxel_size: recorded in the store; default the source's ``voxel_size`` (a path or a lazy volume).
-        amp: float16 autocast on CUDA.
+        settings: the run's options and their defaults (:class:`~mtbio.inference.settings.InferenceSettings`:
+            every option below is described there; ``roi_size`` is required). ``resample`` / ``tolerance`` are
+            not used here (see :func:`mtbio.inference.resampled.predict_at_model_voxel_size`).
+        roi_size, overlap, mode, sigma_scale, batch_size, device, activation, dtype, chunks, block_shape, normalize,
+            voxel_size, amp: replace the field of that name of ``settings`` (left out: the settings' value).
+            ``normalize="zscore"`` computes the whole-volume statistics out of core first, ``"zscore_section"``
+            those of each section along axis 0; voxels are normalised before the zero padding. ``voxel_size`` is
+            recorded in the store (default the source's).
         resume: continue an existing store written by the same model, config and input (finished blocks are
             skipped; the result is bitwise that of an uninterrupted run with the same batch size and device).
             A missing store is created.
@@ -98,29 +89,26 @@ def predict_volume(
         ValueError: bad arguments, an input the network cannot take, an unwritable output, or resuming a
             store of another model / config / input.
     """
+    run_settings = InferenceSettings.merged(
+        settings,
+        roi_size=roi_size,
+        overlap=overlap,
+        mode=mode,
+        sigma_scale=sigma_scale,
+        batch_size=batch_size,
+        device=device,
+        activation=activation,
+        dtype=dtype,
+        chunks=chunks,
+        block_shape=block_shape,
+        normalize=normalize,
+        voxel_size=voxel_size,
+        amp=amp,
+    )
     lock = acquire_store_lock(output)  # one writer per store: a second run fails here, at once
     try:
         prepared = prepare(
-            network,
-            source,
-            output,
-            roi_size=roi_size,
-            overlap=overlap,
-            mode=mode,
-            sigma_scale=sigma_scale,
-            batch_size=batch_size,
-            device=device,
-            activation=activation,
-            dtype=dtype,
-            chunks=chunks,
-            block_shape=block_shape,
-            normalize=normalize,
-            amp=amp,
-            resume=resume,
-            overwrite=overwrite,
-            key=key,
-            voxel_size=voxel_size,
-            defer_create=True,
+            network, source, output, run_settings, resume=resume, overwrite=overwrite, key=key, defer_create=True
         )
         tasks = plan_tasks(prepared.engine, prepared.blocks, prepared.ledger.done, carry=carry)
         _run(prepared, tasks, progress, stop)

@@ -20,6 +20,7 @@ written before the record carried it) never resample: that is the documented def
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import warnings
@@ -31,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from mtbio.data.resample import DEFAULT_TOLERANCE, ResampledVolume, differs, zoom_factors
+from mtbio.inference.settings import InferenceSettings
 
 __all__ = [
     "ResamplePlan",
     "ResampledPrediction",
-    "normalization_for",
     "plan_resampling",
     "predict_at_model_voxel_size",
     "weights_settings",
@@ -85,14 +86,6 @@ class ResampledPrediction:
     plan: ResamplePlan | None
     note: str
     complete: bool = True
-
-
-def normalization_for(record_normalization: str | None, roi_dims: int) -> str:
-    """The ``predict_volume`` normalisation of a weights record's ``normalization`` (``None`` = the default rule:
-    per section for 2D networks, per volume for 3D ones)."""
-    if record_normalization is None:
-        return "zscore_section" if roi_dims == 2 else "zscore"
-    return {"zscore_volume": "zscore"}.get(record_normalization, record_normalization)
 
 
 def weights_settings(path: str | os.PathLike | None) -> tuple[tuple[float, ...] | None, str | None]:
@@ -152,17 +145,15 @@ def predict_at_model_voxel_size(
     source: Any,
     output: str | os.PathLike,
     *,
-    roi_size: Sequence[int],
     model_voxel_size: Sequence[float] | None,
-    voxel_size: Sequence[float] | None = None,
-    resample: bool = True,
+    model_normalization: str | None = None,
+    settings: InferenceSettings | None = None,
     key: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: Any = None,
     stop: Any = None,
-    tolerance: float = DEFAULT_TOLERANCE,
-    **predict_kwargs: Any,
+    **fields: Any,
 ) -> ResampledPrediction:
     """:func:`mtbio.inference.predict_volume` at the model's voxel size (see the module docstring).
 
@@ -171,14 +162,16 @@ def predict_at_model_voxel_size(
         source: a path (opened with :func:`mtbio.data.volumes.open_volume`) or an array-like, ``(Z, Y, X)`` or
             ``(Y, X)``; its ``voxel_size`` attribute is used when it has one.
         output: the prediction store (on the input grid).
-        roi_size: the network's window (2 values: a 2D network, never resampling z).
         model_voxel_size: the weights record's ``voxel_size`` (``None``: no resampling).
-        voxel_size: the input's nm per spatial axis; overrides the file's (``--voxel-size``).
-        resample: ``False`` predicts the input as it is whatever the voxel sizes (``--no-resample``).
+        model_normalization: the weights record's ``normalization``: what ``normalize="auto"`` becomes (``None``:
+            mtbio's rule for the network's dims).
+        settings: the run's options (:class:`~mtbio.inference.settings.InferenceSettings`; ``roi_size`` is
+            required, 2 values for a 2D network that never resamples z). Used here: ``voxel_size`` (overrides the
+            file's, ``--voxel-size``), ``resample`` (``False``: predict the input as it is whatever the voxel sizes,
+            ``--no-resample``) and ``tolerance``; the others go to ``predict_volume``.
         key, resume, overwrite, progress, stop: as for ``predict_volume`` (``progress`` reports the model-grid
             run).
-        tolerance: relative voxel-size difference tolerated without resampling.
-        predict_kwargs: the other ``predict_volume`` arguments (overlap, activation, dtype, normalize, ...).
+        fields: replace fields of ``settings`` (``roi_size=...``, ``overlap=...``, ``resample=...``, ...).
 
     Returns:
         A :class:`ResampledPrediction`.
@@ -186,15 +179,20 @@ def predict_at_model_voxel_size(
     Raises:
         FileExistsError: ``output`` exists and neither ``resume`` nor ``overwrite`` is set.
         ValueError / FileNotFoundError: as ``predict_volume``; a ``voxel_size`` that does not fit the input.
+        TypeError: a keyword that is no :class:`~mtbio.inference.settings.InferenceSettings` field.
     """
     from mtbio.inference.predict import predict_volume
 
-    volume, name = _open(source, key, voxel_size)
+    run = InferenceSettings.merged(settings, **fields)
+    if run.roi_size is None:
+        raise ValueError("roi_size is required (the window shape: 2 values for a 2D network, 3 for a 3D one)")
+    roi = run.roi_size
+    run = dataclasses.replace(run, normalize=_resolved(run.normalize, len(roi), model_normalization))
+    volume, name = _open(source, key, run.voxel_size)
     input_vs = getattr(volume, "voxel_size", None)
     input_vs = None if input_vs is None else tuple(float(v) for v in input_vs)
     spatial = tuple(int(s) for s in volume.shape)
-    roi = tuple(int(r) for r in roi_size)
-    kwargs = dict(predict_kwargs, resume=resume, overwrite=overwrite, progress=progress, stop=stop)
+    kwargs = dict(resume=resume, overwrite=overwrite, progress=progress, stop=stop)
     plan = None
     if model_voxel_size is None:
         note = f"{name}: the weights carry no voxel size (older file): predicted as it is, no resampling"
@@ -206,11 +204,11 @@ def predict_at_model_voxel_size(
         warnings.warn(note, UserWarning, stacklevel=2)
     else:
         plan = plan_resampling(
-            input_vs, model_voxel_size, input_ndim=len(spatial), network_dims=len(roi), tolerance=tolerance
+            input_vs, model_voxel_size, input_ndim=len(spatial), network_dims=len(roi), tolerance=run.tolerance
         )
         if plan is None:
             note = f"{name}: voxel size {_fmt(input_vs)} matches the model's {_fmt(model_voxel_size)}: no resampling"
-        elif not resample:
+        elif not run.resample:
             note = (
                 f"{name}: voxel size {_fmt(input_vs)} differs from the model's {_fmt(plan.model_voxel_size)} but "
                 "--no-resample: predicted as it is"
@@ -221,12 +219,19 @@ def predict_at_model_voxel_size(
     if plan is None:  # the plain call on the caller's own input (errors and the store's identity name the file)
         direct = isinstance(source, str | os.PathLike)
         array = predict_volume(
-            network, source if direct else volume, output, roi_size=roi, key=key if direct else None,
+            network, source if direct else volume, output, settings=run, key=key if direct else None,
             voxel_size=input_vs, **kwargs,
         )  # fmt: skip
         complete = _is_complete(output)
         return ResampledPrediction(array, None, note, complete)
-    return _predict_resampled(predict_volume, network, volume, Path(output), roi, plan, note, kwargs)
+    return _predict_resampled(predict_volume, network, volume, Path(output), run, plan, note, kwargs)
+
+
+def _resolved(value: Any, spatial_dims: int, record: str | None) -> Any:
+    """``normalize`` with ``auto`` resolved against the weights record (a ``(mean, std)`` pair stays)."""
+    from mtbio.data.normalize import resolve_normalization
+
+    return value if isinstance(value, tuple) else resolve_normalization(value, spatial_dims, record)
 
 
 def _open(source: Any, key: str | None, voxel_size: Sequence[float] | None) -> tuple[Any, str]:
@@ -279,7 +284,7 @@ def _predict_resampled(
     network: Any,
     volume: Any,
     output: Path,
-    roi: tuple[int, ...],
+    run: InferenceSettings,
     plan: ResamplePlan,
     note: str,
     kwargs: dict[str, Any],
@@ -299,14 +304,14 @@ def _predict_resampled(
         network,
         view,
         temp,
-        roi_size=roi,
+        settings=run,
         voxel_size=plan.model_voxel_size,
         **{**kwargs, "resume": resume and temp.exists(), "overwrite": not (resume and temp.exists())},
     )
     grid = open_prediction_store(temp, require_complete=False)
     if not grid.complete:  # stopped early: the model-grid store resumes
         return ResampledPrediction(None, plan, note, complete=False)
-    array = _resample_back(grid, output, volume, plan, roi, kwargs.get("chunks"))
+    array = _resample_back(grid, output, volume, plan, run.roi_size, run.chunks)
     mark_complete(output)
     shutil.rmtree(temp, ignore_errors=True)
     return ResampledPrediction(array, plan, note)

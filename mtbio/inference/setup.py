@@ -5,7 +5,6 @@ Shared by :func:`mtbio.inference.predict.predict_volume` and :func:`mtbio.infere
 
 from __future__ import annotations
 
-import enum
 import math
 import os
 import shutil
@@ -17,24 +16,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtbio.inference.blending import Activation, Blend, as_activation, as_blend, importance_map
+from mtbio.data.normalize import Normalization, default_normalization, image_stats, volume_stats
+from mtbio.inference.blending import importance_map
 from mtbio.inference.engine import Engine, SectionWise
 from mtbio.inference.finite import FiniteCheck, can_hold_nonfinite, check_section_stats
 from mtbio.inference.model_io import model_hash
 from mtbio.inference.resume import Ledger, create_store, open_existing, reserve
-from mtbio.inference.sources import fingerprint, open_source, volume_stats
+from mtbio.inference.settings import InferenceSettings
+from mtbio.inference.sources import fingerprint, open_source
 from mtbio.inference.windows import Block, WindowGrid, iter_blocks, resolve_block_shape
 
 #: trailing-axis extent of a default block (voxels per axis), so memory stays bounded on wide sections
 DEFAULT_MAX_COLUMN = 2048
-
-
-class Normalization(enum.StrEnum):
-    """Intensity normalisation applied by ``predict_volume`` to the input (none by default)."""
-
-    ZSCORE = "zscore"  # per volume: (x - mean) / std over the whole input, computed out of core
-    #: per section along axis 0: mtbio's training rule for 2D networks (``mtbio.data.sampling.image_stats``)
-    ZSCORE_SECTION = "zscore_section"
 
 
 ProgressFn = Callable[[int, int], Any]
@@ -115,45 +108,32 @@ def prepare(
     network: torch.nn.Module,
     source: Any,
     output: str | os.PathLike,
+    settings: InferenceSettings,
     *,
-    roi_size: Sequence[int] | int,
-    overlap: float | Sequence[float],
-    mode: Blend | str,
-    sigma_scale: float,
-    batch_size: int,
-    device: torch.device | str | None,
-    activation: Activation | str | None,
-    dtype: str | None,
-    chunks: Sequence[int] | None,
-    block_shape: Sequence[int] | None,
-    normalize: Normalization | str | tuple[float, float] | None,
-    amp: bool,
     resume: bool,
     overwrite: bool,
     key: str | None,
-    voxel_size: Sequence[float] | None = None,
     defer_create: bool = False,
 ) -> Prepared:
-    """Validate the arguments of ``predict_volume`` and open or create the store (see there).
+    """Validate a ``predict_volume`` request (see there) and open or create the store.
+
+    Uses the window, blending, normalisation, output and ``voxel_size`` fields of ``settings`` (``resample`` and
+    ``tolerance`` are :func:`mtbio.inference.resampled.predict_at_model_voxel_size`'s). ``normalize="auto"`` is
+    mtbio's rule for the network's dims (:func:`mtbio.data.normalize.default_normalization`).
 
     ``defer_create``: a new store is reserved (existence and writability checked, the partial folder made) but
     created by ``Prepared.create`` (see :class:`Prepared`); a resumed store is always opened here.
     """
-    from mtbio.data.store import PROBABILITY_DTYPES
-
     if not isinstance(network, torch.nn.Module):
         raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    blend = as_blend(mode)
-    act = as_activation(activation)
-    if dtype is None:
-        dtype = "uint8" if act is not None else "float32"
-    dtype = np.dtype(dtype).name
-    if dtype not in PROBABILITY_DTYPES:
-        raise ValueError(f"dtype must be one of {PROBABILITY_DTYPES}, got {dtype!r}")
-    if dtype == "uint8" and act is None:
-        raise ValueError("dtype uint8 stores probabilities (p*255) and needs activation='softmax' or 'sigmoid'")
+    if not isinstance(settings, InferenceSettings):
+        raise TypeError(f"settings must be an InferenceSettings, got {type(settings).__name__}")
+    if settings.roi_size is None:
+        raise ValueError("roi_size is required (the window shape: 2 values for a 2D network, 3 for a 3D one)")
+    roi_size, overlap, sigma_scale = settings.roi_size, settings.overlap, settings.sigma_scale
+    blend, act, batch_size, normalize = settings.mode, settings.activation, settings.batch_size, settings.normalize
+    dtype = settings.dtype.value if settings.dtype is not None else ("uint8" if act is not None else "float32")
+    chunks, block_shape, voxel_size = settings.chunks, settings.block_shape, settings.voxel_size
 
     array, source_voxel_size, source_path = open_source(source, key)
     voxel_size = source_voxel_size if voxel_size is None else tuple(float(v) for v in voxel_size)
@@ -163,9 +143,7 @@ def prepare(
         raise ValueError(f"{where}: expected a 2D (Y, X) or 3D (Z, Y, X) volume, got shape {shape}")
     if any(s < 1 for s in shape):
         raise ValueError(f"{where}: empty volume of shape {shape}")
-    roi = (int(roi_size),) * len(shape) if isinstance(roi_size, (int, np.integer)) else tuple(int(r) for r in roi_size)
-    if any(r < 1 for r in roi):
-        raise ValueError(f"roi_size must be positive, got {roi}")
+    roi = tuple(roi_size)
     section_wise = len(roi) == 2 and len(shape) == 3
     if len(roi) != len(shape) and not section_wise:
         raise ValueError(f"roi_size {roi} does not fit the {len(shape)}D volume {where} of shape {shape}")
@@ -185,21 +163,13 @@ def prepare(
     finite_check = FiniteCheck(source_path, shape) if maybe_nonfinite else None
     if normalize is None:
         norm = None
-    elif isinstance(normalize, (tuple, list)):
-        if len(normalize) != 2 or not float(normalize[1]) > 0:
-            raise ValueError(f"normalize must be (mean, std) with std > 0, got {normalize!r}")
-        norm = (float(normalize[0]), float(normalize[1]))
+    elif isinstance(normalize, tuple):
+        norm = normalize
         norm_name = list(norm)
     else:
-        try:
-            norm_mode = Normalization(str(getattr(normalize, "value", normalize)).lower())
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in Normalization)
-            raise ValueError(f"normalize must be None, (mean, std) or one of {allowed}, got {normalize!r}") from None
+        norm_mode = default_normalization(len(roi)) if normalize is Normalization.AUTO else normalize
         norm_name = norm_mode.value
         if norm_mode is Normalization.ZSCORE_SECTION and len(shape) == 3:
-            from mtbio.data.sampling import image_stats
-
             norm = image_stats(array, spatial_dims=2)
             if maybe_nonfinite:  # a NaN / Inf voxel makes its section's statistics non-finite
                 check_section_stats(array, norm[0], norm[1], source_path)
@@ -219,13 +189,13 @@ def prepare(
     blocks_shape = resolve_block_shape(shape, chunk_shape, block_shape)
     blocks = list(iter_blocks(shape, chunk_shape, blocks_shape))
 
-    dev = _device(device)
+    dev = _device(settings.device)
     network = network.to(dev).eval()
     run_net = SectionWise(network) if section_wise else network
     channels = _probe(network, net_roi, dev)
 
     weight = importance_map(grid_roi, blend, sigma_scale).to(dev)
-    engine = Engine(run_net, grid, weight, channels, batch_size, dev, act, dtype, norm, bool(amp), finite_check)
+    engine = Engine(run_net, grid, weight, channels, batch_size, dev, act, dtype, norm, settings.amp, finite_check)
     config = {
         "roi_size": list(roi),
         "overlap": list(grid.overlap[1:] if section_wise else grid.overlap),

@@ -1,13 +1,9 @@
-"""Inference inputs: open a path or wrap an array, read padded regions, fingerprint, global statistics.
-
-A path goes through :func:`mtbio.data.volumes.open_volume` when that module exists; until then a small
-built-in opener reads zarr / OME-Zarr groups (level ``0``), HDF5 (``key``), TIFF and ``.npy``.
-"""
+"""Inference inputs: open a path (:func:`mtbio.data.volumes.open_volume`) or wrap an array, read padded regions
+(z-scored with :func:`mtbio.data.normalize.zscore`), fingerprint."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,38 +11,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _fallback_open(path: Path, key: str | None) -> Any:
-    suffix = "".join(path.suffixes).lower()
-    if suffix.endswith((".h5", ".hdf5", ".hdf")):
-        import h5py
-
-        handle = h5py.File(path, "r")
-        if key is None:
-            names = [k for k in handle if isinstance(handle[k], h5py.Dataset)]
-            if len(names) != 1:
-                raise KeyError(f"{path}: pass key= to choose one of the datasets {sorted(handle)}")
-            key = names[0]
-        if key not in handle:
-            raise KeyError(f"{path}: no dataset {key!r} (has {sorted(handle)})")
-        return handle[key]
-    if suffix.endswith((".tif", ".tiff")):
-        import tifffile
-
-        return tifffile.imread(path)
-    if suffix.endswith(".npy"):
-        return np.load(path, mmap_mode="r")
-    if path.is_dir():
-        import zarr
-
-        node = zarr.open(str(path), mode="r")
-        if isinstance(node, zarr.Group):
-            name = key or ("0" if "0" in node else None)
-            if name is None or name not in node:
-                raise KeyError(f"{path}: zarr group without array {key or '0'!r} (has {sorted(node)})")
-            node = node[name]
-        return node
-    raise ValueError(f"{path}: unsupported input format (use zarr, OME-Zarr, h5, tif or npy)")
+from mtbio.data.normalize import zscore
 
 
 def open_source(source: Any, key: str | None = None) -> tuple[Any, tuple[float, ...] | None, str | None]:
@@ -69,19 +34,16 @@ def open_source(source: Any, key: str | None = None) -> tuple[Any, tuple[float, 
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"{path}: input volume does not exist")
-        try:
-            from mtbio.data.volumes import open_volume
-        except ImportError:
-            array = _fallback_open(path, key)
-        else:
-            array = open_volume(path, key=key)
-            voxel_size = getattr(array, "voxel_size", None)
-            axes = tuple(getattr(array, "axes", ()))
-            if any(a not in ("z", "y", "x") for a in axes):
-                raise ValueError(
-                    f"{path}: has axes {''.join(axes)} (shape {tuple(array.shape)}); predict takes one greyscale "
-                    "channel: (Z, Y, X) or (Y, X)"
-                )
+        from mtbio.data.volumes import open_volume
+
+        array = open_volume(path, key=key)
+        voxel_size = getattr(array, "voxel_size", None)
+        axes = tuple(getattr(array, "axes", ()))
+        if any(a not in ("z", "y", "x") for a in axes):
+            raise ValueError(
+                f"{path}: has axes {''.join(axes)} (shape {tuple(array.shape)}); predict takes one greyscale "
+                "channel: (Z, Y, X) or (Y, X)"
+            )
     else:
         array = source
         voxel_size = getattr(source, "voxel_size", None)
@@ -139,7 +101,7 @@ def read_padded(
             per = (-1, *([1] * (data.ndim - 1)))
             mean = np.asarray(mean, dtype=np.float32)[src[0]].reshape(per)
             std = np.asarray(std, dtype=np.float32)[src[0]].reshape(per)
-        data = (data - np.float32(mean)) / np.float32(std)
+        data = zscore(data, mean, std)
     out_shape = tuple(b - a for a, b in zip(lo, hi))
     if data.shape == out_shape:
         return np.ascontiguousarray(data)
@@ -227,43 +189,6 @@ class SlabReader:
         data = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         self._lo, self._data = (z0, *lo[1:]), data
         return np.ascontiguousarray(data[: z1 - z0])
-
-
-def volume_stats(
-    array: Any, *, max_slab_voxels: int = 1 << 24, check_finite: bool = False, source: str | None = None
-) -> tuple[float, float]:
-    """Mean and standard deviation of a whole volume, read slab by slab along axis 0 (float64 sums).
-
-    Args:
-        array: ``(*spatial)`` source (numpy, zarr, h5py, dask or a lazy volume).
-        max_slab_voxels: voxels read at once.
-        check_finite: raise :class:`mtbio.inference.finite.NonFiniteInputError` naming the first section holding
-            NaN / Inf voxels (a slab whose sum is not finite is searched; the clean case costs nothing).
-        source: the input's path for that error (``None``: an in-memory array).
-
-    Returns:
-        ``(mean, std)``; ``std`` is 1 for a constant volume.
-    """
-    shape = tuple(int(s) for s in array.shape)
-    per_row = max(1, math.prod(shape[1:]))
-    step = max(1, max_slab_voxels // per_row)
-    total, total_sq, count = 0.0, 0.0, 0
-    for z in range(0, shape[0], step):
-        data = np.asarray(array[z : z + step], dtype=np.float64)
-        slab_sum = float(data.sum())
-        if check_finite and not math.isfinite(slab_sum):
-            from mtbio.inference.finite import nonfinite_error
-
-            err = nonfinite_error(data, (z, *([0] * (data.ndim - 1))), source)
-            if err is not None:
-                raise err
-        total += slab_sum
-        total_sq += float(np.square(data).sum())
-        count += data.size
-    mean = total / count
-    var = max(total_sq / count - mean * mean, 0.0)
-    std = math.sqrt(var)
-    return mean, (std if std > 0 else 1.0)
 
 
 def _sample_boxes(array: Any, shape: tuple[int, ...]) -> list[np.ndarray]:

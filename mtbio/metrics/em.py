@@ -222,8 +222,8 @@ def em_metrics_per_section(
 def confusion_counts(
     prob: Any,
     label: Any,
-    threshold: float = 0.5,
     *,
+    threshold: float = 0.5,
     name: str | None = None,
     label_name: str | None = None,
     block_sections: int | None = None,
@@ -288,5 +288,7 @@ def volume_metrics(
         ``{"Dice": 2 tp / (2 tp + fp + fn), "IoU": tp / (tp + fp + fn)}``; both 0.0 when neither label nor
         prediction has any foreground (scikit-learn's ``zero_division`` default).
     """
-    c = confusion_counts(prob, label, threshold, name=name, label_name=label_name, block_sections=block_sections)
+    c = confusion_counts(
+        prob, label, threshold=threshold, name=name, label_name=label_name, block_sections=block_sections
+    )
     return {"Dice": c.dice, "IoU": c.iou}

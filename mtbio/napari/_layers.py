@@ -159,7 +159,7 @@ def prediction_layers(
             )
         )
     if not labels:
-        mask = (prob >= stored_threshold(store.dtype, threshold)).astype(np.uint8)
+        mask = (prob >= stored_threshold(store.dtype, threshold=threshold)).astype(np.uint8)
         layers.append(
             (
                 mask,

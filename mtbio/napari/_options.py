@@ -11,11 +11,7 @@ from typing import Any
 
 #: probability threshold that turns a foreground probability into a mask (the metrics' ``>= 0.5``)
 DEFAULT_THRESHOLD = 0.5
-#: sliding-window defaults of the predict widget
-DEFAULT_ROI_2D = (256, 256)
-DEFAULT_ROI_3D = (32, 128, 128)
-DEFAULT_OVERLAP = 0.25
-DEFAULT_BATCH_SIZE = 4
+# the predict widget's sliding-window defaults are mtbio.inference.settings.TOOL_DEFAULTS' / DEFAULT_ROI (one place)
 #: MaskTwins mask defaults (block edge in voxels, fraction of blocks hidden in M)
 DEFAULT_BLOCK_SIZE = 32
 DEFAULT_MASK_RATIO = 0.5
@@ -101,7 +97,7 @@ def probability_contrast(dtype: Any) -> tuple[float, float]:
     return (0.0, 255.0) if np.dtype(dtype) == np.uint8 else (0.0, 1.0)
 
 
-def stored_threshold(dtype: Any, threshold: float = DEFAULT_THRESHOLD) -> float:
+def stored_threshold(dtype: Any, *, threshold: float = DEFAULT_THRESHOLD) -> float:
     """``threshold`` in the stored encoding of ``dtype`` (uint8 stores ``round(p * 255)``)."""
     import numpy as np
 

@@ -37,16 +37,16 @@ from mtbio.napari._widget_common import (
 N_WORST = 10
 
 
-def foreground(prob: Any, threshold: float) -> Any:
+def foreground(prob: Any, *, threshold: float) -> Any:
     """Lazy ``prob >= threshold`` of a probability array stored as uint8 (p·255) or float in [0, 1]."""
-    return prob >= stored_threshold(prob.dtype, threshold)
+    return prob >= stored_threshold(prob.dtype, threshold=threshold)
 
 
-def difference(prob_a: Any, prob_b: Any, threshold: float) -> Any:
+def difference(prob_a: Any, prob_b: Any, *, threshold: float) -> Any:
     """Lazy uint8 difference map of two probability arrays of one shape: ``GAINED`` (1) where only B is
     foreground, ``LOST`` (2) where only A is, 0 elsewhere."""
-    a = foreground(prob_a, threshold)
-    b = foreground(prob_b, threshold)
+    a = foreground(prob_a, threshold=threshold)
+    b = foreground(prob_b, threshold=threshold)
     return (b & ~a).astype(np.uint8) * np.uint8(GAINED) + (a & ~b).astype(np.uint8) * np.uint8(LOST)
 
 
@@ -83,7 +83,7 @@ def compare(prob_a: Any, prob_b: Any, label: Any | None, *, threshold: float, me
     a, b = _as_sections(da.asarray(prob_a)), _as_sections(da.asarray(prob_b))
     if a.shape != b.shape:
         raise ValueError(f"prediction shapes differ: A {tuple(prob_a.shape)} vs B {tuple(prob_b.shape)}")
-    fa, fb = foreground(a, threshold), foreground(b, threshold)
+    fa, fb = foreground(a, threshold=threshold), foreground(b, threshold=threshold)
     gained = (fb & ~fa).sum(axis=(1, 2))
     lost = (fa & ~fb).sum(axis=(1, 2))
     columns: dict[str, list[float | int]] = {"section": list(range(a.shape[0]))}
@@ -189,7 +189,7 @@ class CompareWidget(Container):
         add_or_replace(
             self.viewer,
             (
-                difference(prob_a, prob_b, threshold),
+                difference(prob_a, prob_b, threshold=threshold),
                 {
                     "name": "difference B vs A",
                     "scale": tuple(b_layer.scale),

@@ -1,8 +1,8 @@
 """Mask preview widget: the MaskTwins complementary pair ``M`` / ``1 - M`` over the current image.
 
-It shows what the student network sees: the image z-scored (mtbio's convention) and multiplied by ``M`` and
-by ``1 - M`` (hidden blocks become 0, the image mean), placed to the right of the image, plus a labels layer
-over the image colouring the blocks each view keeps.
+It shows what the student network sees: the image z-scored (:func:`mtbio.data.normalize.zscore_image`) and
+multiplied by ``M`` and by ``1 - M`` (hidden blocks become 0, the image mean), placed to the right of the image,
+plus a labels layer over the image colouring the blocks each view keeps.
 2D blocks are drawn on the current section, 3D blocks over the volume (a crop around the current position
 when the volume is larger than :data:`~mtbio.napari._options.MASK_PREVIEW_MAX_3D`).
 """
@@ -16,6 +16,7 @@ import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, Label, PushButton, SpinBox
 
+from mtbio.data.normalize import zscore_image
 from mtbio.napari._options import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_MASK_RATIO,
@@ -58,13 +59,6 @@ class MaskPreview:
         return np.where(self.mask > 0, 1, 2).astype(np.uint8)
 
 
-def zscore(x: np.ndarray) -> np.ndarray:
-    """Per-image z-score as float32 (a constant image becomes 0)."""
-    x = np.asarray(x, dtype=np.float32)
-    std = float(x.std())
-    return (x - float(x.mean())) / (std if std > 0 else 1.0)
-
-
 def preview_region(shape: tuple[int, ...], center: tuple[int, ...], view: MaskView) -> tuple[slice, ...]:
     """The region the preview covers: the current section (2D) or a crop of at most ``MASK_PREVIEW_MAX_3D``
     centred on ``center`` (3D) of a (Y, X) or (Z, Y, X) image."""
@@ -105,7 +99,7 @@ def make_preview(
     if block_size < 1:
         raise ValueError(f"block size must be >= 1, got {block_size}")
     region = preview_region(tuple(image.shape), center, view)
-    data = zscore(np.asarray(image[region]))
+    data = zscore_image(image[region])  # the region is one section (2D blocks) or the crop the 3D blocks cover
     generator = torch.Generator().manual_seed(int(seed))
     if data.ndim == 3 and view is MaskView.PLANE:  # one section: 2D blocks
         m, _ = complementary_masks((1, 1, *data.shape[1:]), block_size, ratio, generator)

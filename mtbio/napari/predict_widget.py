@@ -26,12 +26,9 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from mtbio.inference.settings import DEFAULT_ROI, TOOL_DEFAULTS, InferenceSettings
 from mtbio.napari._layers import prediction_layers
 from mtbio.napari._options import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_OVERLAP,
-    DEFAULT_ROI_2D,
-    DEFAULT_ROI_3D,
     DEFAULT_THRESHOLD,
     INCOMPLETE_SUFFIX,
     Device,
@@ -69,21 +66,31 @@ def parse_roi(text: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class PredictJob:
-    """One validated prediction request (what the worker thread runs)."""
+    """One validated prediction request (what the worker thread runs).
+
+    Attributes:
+        source: the layer's full-resolution data, ``(Z, Y, X)`` or ``(Y, X)``.
+        output: the prediction store.
+        network: ``"bundle"``, ``"bioimageio"`` or an mtbio network name.
+        model_path: the bundle / package folder or the checkpoint file.
+        settings: the run's options (:data:`~mtbio.inference.settings.TOOL_DEFAULTS` with the widget's window,
+            overlap, batch size, device, voxel size and resample values).
+        resume: continue a stopped run into the same store.
+        trust_bundle: let a bundle's config run code (see :mod:`mtbio.bundle.trust`).
+    """
 
     source: Any
     output: Path
     network: str
     model_path: Path | None
-    roi: tuple[int, ...]
-    overlap: float
-    batch_size: int
-    device: Device
-    voxel_size: tuple[float, ...] | None
+    settings: InferenceSettings
     resume: bool
-    #: let a bundle's config run code (see :mod:`mtbio.bundle.trust`)
     trust_bundle: bool = False
-    resample: bool = True
+
+    @property
+    def roi(self) -> tuple[int, ...]:
+        """The window (``settings.roi_size``)."""
+        return self.settings.window()
 
 
 def load_network(network: str, model_path: Path | None, spatial_dims: int, trust: bool = False) -> Any:
@@ -115,14 +122,16 @@ def load_network(network: str, model_path: Path | None, spatial_dims: int, trust
 def run_job(job: PredictJob, progress: Any, stop: Any) -> tuple[Path, bool]:
     """Load the network and predict into ``job.output``; returns ``(store path, complete)``.
 
-    The input is z-score normalised as mtbio trains (per section for 2D networks, per volume for 3D ones, or the
-    rule the weights record) and the store holds softmax probabilities as uint8; a finished store also gets its
-    ``labels/mask``. With ``job.resample`` the input is predicted at the voxel size the weights were trained at
-    and the prediction resampled back onto the layer's grid when they differ by more than 10 %
-    (:mod:`mtbio.inference.resampled`; the layer's voxel size is its scale, or the file's).
+    The run's settings are ``job.settings``: by default (:data:`~mtbio.inference.settings.TOOL_DEFAULTS`) the input
+    is z-scored by the rule the weights record, else mtbio's (per section for 2D networks, per volume for 3D ones:
+    :func:`mtbio.data.normalize.default_normalization`), and the store holds softmax probabilities as uint8; a
+    finished store also gets its ``labels/mask``. With ``settings.resample`` the input is predicted at the voxel
+    size the weights were trained at and the prediction resampled back onto the layer's grid when they differ by
+    more than ``settings.tolerance`` (:mod:`mtbio.inference.resampled`; the layer's voxel size is its scale, or the
+    file's).
     """
     from mtbio.inference import write_mask
-    from mtbio.inference.resampled import normalization_for, predict_at_model_voxel_size, weights_settings
+    from mtbio.inference.resampled import predict_at_model_voxel_size, weights_settings
 
     network = load_network(job.network, job.model_path, len(job.roi), trust=job.trust_bundle)
     weights = job.model_path
@@ -134,15 +143,8 @@ def run_job(job: PredictJob, progress: Any, stop: Any) -> tuple[Path, bool]:
         job.source,
         job.output,
         model_voxel_size=model_voxel,
-        resample=job.resample,
-        roi_size=job.roi,
-        overlap=job.overlap,
-        batch_size=job.batch_size,
-        device=job.device.value,
-        activation="softmax",
-        dtype="uint8",
-        normalize=normalization_for(model_norm, len(job.roi)),  # mtbio's training rule
-        voxel_size=job.voxel_size,
+        model_normalization=model_norm,
+        settings=job.settings,
         resume=job.resume,
         overwrite=not job.resume,
         progress=progress,
@@ -176,15 +178,15 @@ class PredictWidget(Container):
             tooltip="let the bundle's config run code; only for bundles from a source you trust",
         )
         self.roi = LineEdit(label="ROI (z, y, x or y, x)", value="")
-        self.overlap = FloatSpinBox(label="overlap", value=DEFAULT_OVERLAP, min=0.0, max=0.9, step=0.05)
-        self.batch_size = SpinBox(label="batch size", value=DEFAULT_BATCH_SIZE, min=1, max=256)
+        self.overlap = FloatSpinBox(label="overlap", value=TOOL_DEFAULTS.overlap, min=0.0, max=0.9, step=0.05)
+        self.batch_size = SpinBox(label="batch size", value=TOOL_DEFAULTS.batch_size, min=1, max=256)
         devices = available_devices()
         self.device = ComboBox(label="device", choices=devices, value=devices[0])
         self.output = FileEdit(label="output store", mode="w", filter="*.zarr")
         self.resume = CheckBox(label="resume", value=False, tooltip="continue a stopped run into the same store")
         self.resample = CheckBox(
             label="resample",
-            value=True,
+            value=TOOL_DEFAULTS.resample,
             tooltip="predict at the voxel size the model was trained at (layer scale in nm) and resample back",
         )
         self.run_button = PushButton(text="Predict")
@@ -231,7 +233,7 @@ class PredictWidget(Container):
             return
         ndim = full_resolution(layer).ndim
         if not self.roi.value:
-            self.roi.value = ", ".join(str(v) for v in (DEFAULT_ROI_3D if ndim == 3 else DEFAULT_ROI_2D))
+            self.roi.value = ", ".join(str(v) for v in DEFAULT_ROI[3 if ndim == 3 else 2])
 
     def job(self) -> PredictJob:
         """The request the current widget values describe.
@@ -265,13 +267,20 @@ class PredictWidget(Container):
             output=output,
             network=str(self.network.value),
             model_path=model,
-            roi=roi,
-            overlap=float(self.overlap.value),
-            batch_size=int(self.batch_size.value),
-            device=Device(self.device.value),
-            voxel_size=voxel_size,
+            settings=self.settings(roi, voxel_size),
             resume=bool(self.resume.value),
             trust_bundle=bool(self.trust_bundle.value),
+        )
+
+    def settings(self, roi: tuple[int, ...], voxel_size: tuple[float, ...] | None) -> InferenceSettings:
+        """:data:`~mtbio.inference.settings.TOOL_DEFAULTS` with the widget's values."""
+        return InferenceSettings.merged(
+            TOOL_DEFAULTS,
+            roi_size=roi,
+            overlap=float(self.overlap.value),
+            batch_size=int(self.batch_size.value),
+            device=Device(self.device.value).value,
+            voxel_size=voxel_size,
             resample=bool(self.resample.value),
         )
 

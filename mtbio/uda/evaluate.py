@@ -9,7 +9,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mtbio.data.sampling import image_stats
+from mtbio.data.normalize import image_stats, zscore
+from mtbio.inference.settings import InferenceSettings
+
+#: the window options' defaults are the inference settings' (one place)
+_DEFAULTS = InferenceSettings()
 
 __all__ = ["TargetValidation", "evaluate_network", "predict_in_memory"]
 
@@ -20,8 +24,8 @@ def predict_in_memory(
     volume: Any,
     *,
     roi_size: Sequence[int],
-    sw_batch_size: int = 4,
-    overlap: float = 0.25,
+    batch_size: int = _DEFAULTS.batch_size,
+    overlap: float = _DEFAULTS.overlap,
     device: torch.device | str = "cpu",
     amp: bool = False,
     sections_per_batch: int = 4,
@@ -29,15 +33,16 @@ def predict_in_memory(
     """Foreground probability of a (Z, Y, X) volume by in-memory sliding-window inference (MONAI), for validation
     during training and benchmarks. Volumes larger than memory go through :func:`mtbio.inference.predict_volume`.
 
-    The network runs in eval mode (restored afterwards). Intensities are z-scored per section for a 2D
-    ``roi_size`` (H, W) and per volume for a 3D ``roi_size`` (D, H, W), as :class:`~mtbio.data.sampling.CropSampler`
-    does in training.
+    The network runs in eval mode (restored afterwards). Intensities are z-scored by mtbio's rule
+    (:func:`mtbio.data.normalize.default_normalization`: per section for a 2D ``roi_size`` (H, W), per volume for a
+    3D one (D, H, W)) with training's statistics (:func:`~mtbio.data.normalize.image_stats`), as
+    :class:`~mtbio.data.sampling.CropSampler` does.
 
     Args:
         net: (B, 1, *spatial) -> (B, 2, *spatial) logits.
         volume: array-like (Z, Y, X) (numpy array or lazy ``Volume``).
         roi_size: sliding-window size, 2D or 3D.
-        sw_batch_size: windows per forward pass.
+        batch_size: windows per forward pass.
         overlap: window overlap fraction (Gaussian blending).
         device: inference device.
         amp: autocast to float16 on CUDA.
@@ -69,14 +74,11 @@ def predict_in_memory(
         for z0, z1 in chunks:
             arr = np.asarray(volume[z0:z1], dtype=np.float32)
             if dims == 2:
-                arr = (arr - mean[z0:z1, None, None].astype(np.float32)) / std[z0:z1, None, None].astype(np.float32)
-                x = torch.from_numpy(arr)[:, None]
+                x = torch.from_numpy(zscore(arr, mean[z0:z1, None, None], std[z0:z1, None, None]))[:, None]
             else:
-                x = torch.from_numpy((arr - np.float32(mean[0])) / np.float32(std[0]))[None, None]
+                x = torch.from_numpy(zscore(arr, mean[0], std[0]))[None, None]
             with torch.autocast(device_type=device.type, enabled=use_amp):
-                logits = sliding_window_inference(
-                    x.to(device), roi, sw_batch_size, net, overlap=overlap, mode="gaussian"
-                )
+                logits = sliding_window_inference(x.to(device), roi, batch_size, net, overlap=overlap, mode="gaussian")
             prob = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
             out[z0:z1] = prob if dims == 2 else prob[0]
     finally:

@@ -110,7 +110,8 @@ def test_the_cli_honours_the_bundle_inferer_settings(tmp_path, cwd, monkeypatch)
     torch.save(get_network("small_unet", 2).state_dict(), root / "models" / "model.pt")
     tifffile.imwrite(tmp_path / "s.tif", np.zeros((2, 16, 16), np.uint8))
     seen: list[dict] = []
-    monkeypatch.setattr(predict_module, "predict_volume", lambda net, src, out, **kw: seen.append(kw))
+    # the run's options reach predict_volume as one InferenceSettings
+    monkeypatch.setattr(predict_module, "predict_volume", lambda net, src, out, **kw: seen.append(vars(kw["settings"])))
     base = ["predict", str(tmp_path / "s.tif"), str(tmp_path / "o.zarr"), "--bundle", str(root)]
     assert main(base) == 0
     assert (seen[-1]["roi_size"], seen[-1]["overlap"], seen[-1]["normalize"]) == ((128, 128), 0.5, "zscore")

@@ -16,6 +16,7 @@ from mtbio.inference.finite import FiniteCheck, NonFiniteInputError
 from mtbio.inference.lock import lock_path
 from mtbio.inference.predict import predict_volume
 from mtbio.inference.resume import LEDGER_NAME
+from mtbio.inference.settings import InferenceSettings
 from mtbio.inference.setup import prepare
 
 from ._nets import conv_net, tiny_unet
@@ -128,10 +129,16 @@ def test_the_reader_checks_only_float_inputs_without_a_statistics_pass(tmp_path)
         ((_vol((8, 16, 16)) * 255).astype(np.uint8), None, type(None)),
     ]
     for i, (vol, norm, kind) in enumerate(cases):
+        settings = InferenceSettings(roi_size=(4, 8, 8), batch_size=2, device="cpu", normalize=norm)
         prepared = prepare(
-            conv_net(3), vol, tmp_path / f"p{i}.zarr", roi_size=(4, 8, 8), overlap=0.25, mode="gaussian",
-            sigma_scale=0.125, batch_size=2, device="cpu", activation=None, dtype=None, chunks=None,
-            block_shape=None, normalize=norm, amp=False, resume=False, overwrite=False, key=None, defer_create=True,
-        )  # fmt: skip
+            conv_net(3),
+            vol,
+            tmp_path / f"p{i}.zarr",
+            settings,
+            resume=False,
+            overwrite=False,
+            key=None,
+            defer_create=True,
+        )
         assert isinstance(prepared.engine.finite_check, kind)
         prepared.abandon()

@@ -103,7 +103,7 @@ def test_volume_metrics_match_numpy_formula(kind: str, threshold: float) -> None
     got = volume_metrics(prob, label, threshold, block_sections=2)
     assert got["Dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-12)
     assert got["IoU"] == pytest.approx(tp / (tp + fp + fn), abs=1e-12)
-    counts = confusion_counts(prob, label, threshold)
+    counts = confusion_counts(prob, label, threshold=threshold)
     assert (counts.tp, counts.fp, counts.fn, counts.total) == (tp, fp, fn, label.size)
     # the one-pass evaluation sums the same counts from its per-section pass
     assert evaluate(prob, label, threshold=threshold).volume() == pytest.approx(got, abs=1e-15)

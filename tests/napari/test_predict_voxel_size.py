@@ -41,3 +41,26 @@ def test_predict_widget_resamples_to_the_weights_voxel_size(make_napari_viewer, 
             assert store.meta["resampled"] == {"from": [10.0, 10.0], "to": [5.0, 5.0], "model_grid_shape": [96, 96]}
         else:
             assert "resampled" not in store.meta
+
+
+def test_predict_widget_defaults_are_the_inference_settings(make_napari_viewer, tmp_path) -> None:
+    """The widget restates no default: its job's settings are TOOL_DEFAULTS with the widget's values."""
+    import dataclasses
+
+    from mtbio.inference.settings import DEFAULT_ROI, TOOL_DEFAULTS
+    from mtbio.napari.predict_widget import PredictWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((3, 16, 16), dtype=np.float32), name="em")
+    widget = PredictWidget(viewer)
+    widget.network.value = "small_unet"
+    widget.output.value = tmp_path / "p.zarr"
+    assert widget.overlap.value == TOOL_DEFAULTS.overlap and widget.batch_size.value == TOOL_DEFAULTS.batch_size
+    assert widget.resample.value == TOOL_DEFAULTS.resample
+    job = widget.job()
+    assert job.roi == DEFAULT_ROI[3]
+    expected = dataclasses.replace(TOOL_DEFAULTS, roi_size=DEFAULT_ROI[3], device=str(widget.device.value))
+    assert job.settings == expected
+    widget.batch_size.value = 9
+    widget.resample.value = False
+    assert widget.job().settings == dataclasses.replace(expected, batch_size=9, resample=False)

@@ -277,8 +277,9 @@ def test_compare_widget_shape_mismatch(make_napari_viewer) -> None:
 def test_mask_widget_2d_matches_complementary_masks(make_napari_viewer) -> None:
     import torch
 
+    from mtbio.data.normalize import zscore_image as zscore
     from mtbio.masking import complementary_masks
-    from mtbio.napari.mask_widget import PAIR_LAYER, VIEW_C_LAYER, VIEW_M_LAYER, MaskPreviewWidget, zscore
+    from mtbio.napari.mask_widget import PAIR_LAYER, VIEW_C_LAYER, VIEW_M_LAYER, MaskPreviewWidget
 
     viewer = make_napari_viewer()
     image = np.random.default_rng(5).integers(0, 255, (64, 96), dtype=np.uint8)

@@ -166,7 +166,8 @@ class RunResult:
         seconds: training wall-clock seconds of the strategy's stage in this call (0 when it was already done).
         sec_per_iter: ``seconds`` per iteration trained in this call (``None`` when none was).
         resumed_from: the checkpoint the strategy's stage resumed from.
-        pretrain: ``"trained"``, ``"reused"`` (the cached pre-training) or ``None`` (no pre-training).
+        pretrain: ``"trained"``, ``"reused"`` (the cached pre-training), ``"stopped"`` (the pre-training stopped
+            early, ``stop_after``: the strategy did not start) or ``None`` (no pre-training).
         validation: the target validation history (``None`` without ``eval_image``).
         voxel_size: the training grid's voxel size (network axes, nm) or ``None``.
         grid_note: what was done to bring the volumes to one grid.
@@ -252,7 +253,7 @@ def run_training(spec: RunSpec) -> RunResult:
             )  # fmt: skip
             done = stage.run(grid, init_state, parent, fraction)
             if not done.complete:
-                return replace(done, pretrain="trained")
+                return replace(done, pretrain="stopped")
             pretrain = "trained"
         from mtbio.networks.weights import read_weights
 

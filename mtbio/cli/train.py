@@ -129,16 +129,21 @@ def _open(spec: str | None, label: bool, name: str) -> Any:
     return _as_zyx(vol, f"{name} {spec}")
 
 
-def spec_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~mtbio.uda.run.RunSpec` of parsed ``mtbio train`` arguments."""
+def settings_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(Recipe, UDAConfig)`` of parsed ``mtbio train`` arguments (the classes' defaults where no flag was given)."""
     from mtbio.uda.config import UDAConfig
     from mtbio.uda.options import config_from_args
     from mtbio.uda.recipe import Recipe
+
+    return config_from_args(args, Recipe, prefix="recipe"), config_from_args(args, UDAConfig)
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~mtbio.uda.run.RunSpec` of parsed ``mtbio train`` arguments."""
     from mtbio.uda.run import RunSpec
     from mtbio.uda.strategy import strategy_spec
 
-    recipe = config_from_args(args, Recipe, prefix="recipe")
-    cfg = config_from_args(args, UDAConfig)
+    recipe, cfg = settings_from_args(args)
     spec = strategy_spec(cfg.strategy)
     strategy = cfg.strategy.value
     if spec.uses_source and (args.source is None or args.source_label is None):

@@ -67,7 +67,7 @@ def train(
     distributed: bool = False,
     stop_after: int | None = None,
     in_memory: bool = True,
-    pretrain_iterations: int = 0,
+    pretrain_iterations: int | None = None,
     resample: bool = True,
 ) -> dict[str, Path]:
     """Train ``network`` once per strategy (same seed, initial weights and source crops), resumably.
@@ -108,8 +108,8 @@ def train(
             sharded by rank, gradients averaged (DDP), checkpoints / logs / weights written by rank 0.
         stop_after: end this invocation after iteration N (a time-boxed job); the next call resumes.
         in_memory: read the volumes into memory once (fast for small data; ``False`` slices lazily).
-        pretrain_iterations: source-only iterations every strategy starts from (0 = from scratch; the bundles set
-            it, 800 in the em2d bundle as in the validated Recipe).
+        pretrain_iterations: source-only iterations every strategy starts from (0 = from scratch; ``None`` = the
+            Recipe's; every bundle sets it: 800 in the em2d bundle, 0 on the synthetic domains).
         resample: resample the source to the target's voxel size when they differ by more than 10 % on the
             network's axes (:meth:`~mtbio.bundle.data.DomainPair.on_training_grid`); the weights record that
             voxel size and the normalisation.
@@ -117,21 +117,20 @@ def train(
     Returns:
         strategy -> final weights file (only the strategies that finished).
     """
-    from dataclasses import fields
-
     from mtbio.uda.recipe import Recipe
     from mtbio.uda.run import RunSpec, run_training
 
     if not strategies:
         raise ValueError("strategies is empty")
-    given = dict(batch_size=batch_size, lr=lr, seed=seed, log_interval=log_interval)
+    given = dict(
+        batch_size=batch_size, lr=lr, seed=seed, log_interval=log_interval, pretrain_iterations=pretrain_iterations
+    )
     recipe = Recipe(
         network=type(network).__name__,
         iterations=iterations,
-        pretrain_iterations=pretrain_iterations,
         crop_size=tuple(int(c) for c in crop_size),
         checkpoint_interval=checkpoint_interval,
-        **{k: v for k, v in given.items() if v is not None and k in {f.name for f in fields(Recipe)}},
+        **{k: v for k, v in given.items() if v is not None},  # None: the Recipe's value
     )
     output_dir, models_dir = Path(output_dir), Path(models_dir)
     vs = dict(data.voxel_size or {})

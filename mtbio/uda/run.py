@@ -238,6 +238,7 @@ def run_training(spec: RunSpec) -> RunResult:
     _info(log, f"voxel size: {grid.note}")
     fraction = _foreground_fraction(spec.source_label) if need_source else None
     init_state, parent = _start_state(spec)
+    main_policy = _policies(spec) if pretraining else spec.resume
     pretrain = None
     if pretraining:
         pre_cfg = replace(cfg, strategy=Strategy.SOURCE_ONLY)
@@ -259,7 +260,7 @@ def run_training(spec: RunSpec) -> RunResult:
 
         init_state, parent = read_weights(path).teacher, str(path)
     stage = _Stage(
-        spec, cfg.strategy.value, cfg, recipe.iterations, recipe.seed, spec.out, spec.weights_path, spec.resume
+        spec, cfg.strategy.value, cfg, recipe.iterations, recipe.seed, spec.out, spec.weights_path, main_policy
     )
     result = stage.run(grid, init_state, parent, fraction, pretrained=pretraining)
     result.pretrain = pretrain
@@ -439,6 +440,25 @@ class _Stage:
         if named:
             meta["network_kwargs"] = dict(recipe.network_kwargs)
         return meta
+
+
+def _policies(spec: RunSpec) -> Resume:
+    """The strategy stage's resume policy of a run with a pre-training (which itself always resumes or is reused):
+    ``"require"`` is met by a pre-training in progress or done (the run was stopped before the strategy started);
+    ``"never"`` also refuses a pre-training in progress inside ``out``."""
+    from mtbio.uda.trainer import latest_checkpoint
+
+    pre_dir = spec.pretrain_dir
+    pre_started = (pre_dir.is_dir() and latest_checkpoint(pre_dir) is not None) or spec.pretrain_weights_path.is_file()
+    main_started = spec.out.is_dir() and latest_checkpoint(spec.out) is not None
+    if spec.resume == "require" and not main_started and pre_started:
+        return "auto"
+    if spec.resume == "never" and pre_dir.is_dir() and pre_dir.parent == spec.out and latest_checkpoint(pre_dir):
+        raise FileExistsError(
+            f"{pre_dir} already holds checkpoints: resume the run (mtbio train --resume) or choose another output "
+            "folder"
+        )
+    return spec.resume
 
 
 def _info(log: logging.Logger, message: str) -> None:

@@ -264,3 +264,15 @@ def test_run_spec_refuses_missing_data(tmp_path: Path):
         RunSpec(out=tmp_path, source_image=np.zeros((1, 8, 8)), source_label=np.zeros((1, 8, 8)))
     with pytest.raises(ValueError, match="pretrain_iterations > 0 needs a source"):
         RunSpec(out=tmp_path, config=UDAConfig(strategy="oracle"), target_image=1, target_label=1)
+
+
+def test_a_run_stopped_in_its_pretraining_resumes_only_when_asked(tmp_path: Path):
+    pre = {"recipe": {"pretrain_iterations": 2, "iterations": 1}}
+    stopped = run_training(_spec(tmp_path / "run", stop_after=1, **pre))
+    assert stopped.pretrain == "stopped" and not stopped.complete
+    assert (tmp_path / "run" / "pretrain" / "checkpoint_iteration=1.pt").is_file()
+    with pytest.raises(FileExistsError, match="pretrain already holds checkpoints"):
+        run_training(_spec(tmp_path / "run", resume="never", **pre))
+    done = run_training(_spec(tmp_path / "run", resume="require", **pre))
+    assert done.complete and done.pretrain == "trained"
+    assert read_weights(done.weights).provenance["parent"] == str(tmp_path / "run" / "pretrain" / "final.pt")

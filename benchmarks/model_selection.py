@@ -268,7 +268,7 @@ def _markdown(results: dict[str, Any]) -> str:
 
 
 def write_results(out: Path, pool: list[dict[str, Any]]) -> dict[str, Any]:
-    from mtbio.uda.experiment import write_json_atomic
+    from mtbio.provenance import write_json_atomic
 
     results = analyse(pool)
     write_json_atomic(out / "results.json", results)

@@ -18,8 +18,12 @@ resampled.
 
 Writes ``OUT/results.json`` ({strategy: [{"seed", "mAP", "F1", "MCC", "IoU", "sec_per_iter"}, ...]}, updated
 after every run, so an interrupted benchmark resumes where it stopped), ``OUT/results.md`` (mean ± sample std),
-``OUT/config.json`` (arguments, UDA config, git hash), ``OUT/checkpoints/<strategy>_seed<k>.pt`` and the shared
-source-only starting points ``OUT/pretrain/seed<k>.pt``.
+``OUT/config.json`` (arguments, recipe, UDA config, git hash), ``OUT/checkpoints/<strategy>_seed<k>.pt`` (the weights
+records) and the shared source-only starting points ``OUT/pretrain/seed<k>.pt``. Every run goes through
+:func:`mtbio.uda.run.run_training` (resumable run folders ``OUT/runs/<strategy>_seed<k>`` and
+``OUT/pretrain/seed<k>``); the training flags are generated from :class:`mtbio.uda.recipe.Recipe` and
+:class:`mtbio.uda.config.UDAConfig`, whose defaults are the validated recipe (``--iters`` / ``--pretrain`` /
+``--crop`` / ``--batch`` / ``--log-every`` are kept as aliases).
 
 Examples::
 
@@ -43,10 +47,13 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_STRATEGIES = ("source_only", "mean_teacher", "mic", "random_pair", "masktwins", "oracle")
-PRETRAIN_SEED_OFFSET = 10_000
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from mtbio.uda.config import UDAConfig
+    from mtbio.uda.options import add_config_arguments
+    from mtbio.uda.recipe import Recipe
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, help="folder holding vnc3/ and lucchi_pp/ (the release layouts)")
     p.add_argument("--eval-data", type=Path, help="Lucchi++ release folder to test on (default DATA/lucchi_pp)")
@@ -54,42 +61,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (FIRST .. FIRST+N-1)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (to split seeds over processes/machines)")
-    p.add_argument("--iters", type=int, default=800, help="iterations per run (6 x 3 runs in about 1 h on 2 cores)")
-    p.add_argument(
-        "--pretrain",
-        type=int,
-        default=800,
-        help="source-only iterations per seed; every strategy starts from those weights (0 = from scratch)",
-    )
-    p.add_argument("--crop", type=int, default=192)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--network", default="unet", help="mtbio.networks name (unet: 5 levels, 2 residual units)")
     p.add_argument(
         "--norm", default="batch", choices=("batch", "instance"), help="normalisation layers (instance: affine)"
     )
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--block-size", type=int, default=32, help="mask block size b in pixels")
-    p.add_argument("--tau", type=float, default=0.968)
-    p.add_argument("--lambda-pl", type=float, default=1.0)
-    p.add_argument("--lambda-st", type=float, default=1.0, help="unmasked self-training term of masked strategies")
-    p.add_argument("--lambda-cm", type=float, default=0.01)
-    p.add_argument("--consistency", default="probabilities", choices=("logits", "probabilities"))
-    p.add_argument("--pl-weighting", default="image", choices=("image", "pixel", "none"))
-    p.add_argument("--dice-weight", type=float, default=0.0, help="soft Dice added to the source CE")
-    p.add_argument("--pl-dice-weight", type=float, default=0.0, help="soft Dice added to every pseudo-label CE")
-    p.add_argument("--pl-class-balance", default="none", choices=("none", "equal", "source_prior"))
-    p.add_argument("--rampup", type=int, default=None, help="ramp-up iterations of the target terms (default iters/2)")
-    p.add_argument(
-        "--target-bn-stats", default="on", choices=("on", "off"), help="target views update BatchNorm running stats"
-    )
-    p.add_argument("--alpha", type=float, default=None, help="EMA decay (default 1 - 10/iters clipped to [.99,.999])")
     p.add_argument("--eval-sections", type=int, default=None, help="score only the first N test sections")
     p.add_argument("--eval-roi", type=int, default=384, help="sliding-window size at evaluation")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--eval-only", action="store_true", help="score the checkpoints of --checkpoints, no training")
     p.add_argument("--checkpoints", type=Path, help="folder of <strategy>_seed<k>.pt files (with --eval-only)")
+    # every training setting: one flag per Recipe / UDAConfig field, defaults from them (the validated recipe)
+    add_config_arguments(p, Recipe, prefix="recipe", title="training recipe (defaults: Recipe)", exclude=("seed",))
+    add_config_arguments(p, UDAConfig, title="UDA step (defaults: UDAConfig)", exclude=("strategy",))
     args = p.parse_args(argv)
     if args.eval_only:
         if args.checkpoints is None:
@@ -124,7 +107,9 @@ def _load_results(path: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def _write_outputs(out: Path, results: dict[str, list[dict[str, Any]]], config: dict[str, Any]) -> None:
-    from mtbio.uda.experiment import acceptance, summarize, write_json_atomic
+    from _common import acceptance, summarize
+
+    from mtbio.provenance import write_json_atomic
 
     write_json_atomic(out / "results.json", results)
     write_json_atomic(out / "config.json", config)
@@ -138,7 +123,8 @@ def _write_outputs(out: Path, results: dict[str, list[dict[str, Any]]], config: 
 
 
 def run_eval_only(args: argparse.Namespace) -> int:
-    from mtbio.uda.experiment import git_hash, load_weights
+    from mtbio.provenance import git_hash
+    from mtbio.uda.experiment import load_weights
 
     image, label = _eval_split(args)
     results: dict[str, list[dict[str, Any]]] = {}
@@ -157,38 +143,41 @@ def run_eval_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def recipe_and_config(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The :class:`~mtbio.uda.recipe.Recipe` (with ``--norm`` as the network's keyword) and the
+    :class:`~mtbio.uda.config.UDAConfig` of the flags given (every other value is the classes' default)."""
+    from mtbio.uda.config import UDAConfig
+    from mtbio.uda.options import config_from_args
+    from mtbio.uda.recipe import Recipe
+
+    recipe = config_from_args(args, Recipe, prefix="recipe")
+    recipe = recipe.replace(network_kwargs=_network_kwargs(args))
+    if recipe.spatial_dims != 2:
+        raise ValueError(f"the benchmark trains 2D networks: --crop takes one int or H,W, got {recipe.crop_size}")
+    return recipe, config_from_args(args, UDAConfig)
+
+
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import torch
 
     from mtbio.data.sources import load_split
-    from mtbio.uda.config import UDAConfig
-    from mtbio.uda.experiment import git_hash, save_weights, timed_fit
+    from mtbio.provenance import git_hash
+    from mtbio.uda.run import RunSpec, run_training
 
     torch.set_num_threads(args.threads)
+    recipe, base = recipe_and_config(args)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     src = load_split("vnc3", args.data / "vnc3", "all")
     tgt = load_split("lucchi_pp", args.data / "lucchi_pp", "epfl_train")
     image, label = _eval_split(args)
     args.out.mkdir(parents=True, exist_ok=True)
     results = _load_results(args.out / "results.json")
-    base = dict(
-        block_size=args.block_size,
-        tau=args.tau,
-        lambda_pl=args.lambda_pl,
-        lambda_st=args.lambda_st,
-        lambda_cm=args.lambda_cm,
-        consistency=args.consistency,
-        pl_weighting=args.pl_weighting,
-        dice_weight=args.dice_weight,
-        pl_dice_weight=args.pl_dice_weight,
-        pl_class_balance=args.pl_class_balance,
-        rampup_iterations=args.rampup,
-        target_bn_stats=args.target_bn_stats == "on",
-        alpha=args.alpha,
-    )
     config = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "uda": {s: UDAConfig(strategy=s, **base).to_dict() for s in strategies},
+        "recipe": recipe.to_dict(),
+        "uda": {s: dataclasses.replace(base, strategy=s).to_dict() for s in strategies},
         "source": "vnc3/all (4.6 nm)",
         "target_train": "lucchi_pp/epfl_train = Test_In (5 nm)",
         "target_test": "lucchi_pp/epfl_test = Train_In/Train_Out",
@@ -196,87 +185,41 @@ def run(args: argparse.Namespace) -> int:
         "torch": torch.__version__,
     }
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        init_state = None
         for strategy in strategies:
             if any(r["seed"] == seed for r in results.get(strategy, [])):
                 print(f"[skip] {strategy} seed {seed}: already in results.json", flush=True)
                 continue
-            if args.pretrain > 0 and init_state is None:
-                init_state = _pretrained(args, src, tgt, seed)
-            cfg = UDAConfig(strategy=strategy, **base)
-            trainer = _trainer(args, cfg, args.iters, seed, src, tgt, init_state)
-            _attach_progress(trainer, strategy, seed, args.log_every)
-            sec = timed_fit(trainer)
-            meta = {"strategy": strategy, "seed": seed, "network": args.network, "spatial_dims": 2}
-            meta["network_kwargs"] = _network_kwargs(args)
-            meta["config"] = cfg.to_dict()
-            # VNC III 4.6 nm vs Lucchi++ 5 nm in-plane agree within 10 %: trained as given, at the target's grid
-            meta.update(voxel_size=_in_plane(tgt.voxel_size), normalization="zscore_section")
-            save_weights(trainer, args.out / "checkpoints" / f"{strategy}_seed{seed}.pt", meta)
+            spec = RunSpec(
+                out=args.out / "runs" / f"{strategy}_seed{seed}",
+                config=dataclasses.replace(base, strategy=strategy),
+                recipe=recipe.replace(seed=seed),
+                source_image=src.image,
+                source_label=src.label,
+                target_image=tgt.image,
+                target_label=tgt.label,
+                # VNC III 4.6 nm vs Lucchi++ 5 nm in-plane agree within 10 %: trained as given, at the target's grid
+                source_voxel_size=src.voxel_size,
+                target_voxel_size=tgt.voxel_size,
+                source_description=config["source"],
+                target_description=config["target_train"],
+                weights=args.out / "checkpoints" / f"{strategy}_seed{seed}.pt",  # what --eval-only scores
+                pretrain_out=args.out / "pretrain" / f"seed{seed}",
+                pretrain_weights=args.out / "pretrain" / f"seed{seed}.pt",  # one pre-training per seed
+                device=args.device,
+                logger="mtbio.bench",
+            )
+            run = run_training(spec)
+            if run.pretrain == "reused":
+                print(f"[pretrain] seed {seed}: reusing {spec.pretrain_weights}", flush=True)
             t0 = time.perf_counter()
-            metrics = _score(trainer.teacher.module, image, label, args)
-            row = {"seed": seed, **metrics, "sec_per_iter": sec, "eval_sec": time.perf_counter() - t0}
+            metrics = _score(run.teacher(), image, label, args)
+            row = {"seed": seed, **metrics, "sec_per_iter": run.sec_per_iter, "eval_sec": time.perf_counter() - t0}
             results.setdefault(strategy, []).append(row)
             print(f"[done] {strategy} seed {seed}: " + json.dumps(row), flush=True)
             _write_outputs(args.out, results, config)
     _write_outputs(args.out, results, config)
     print((args.out / "results.md").read_text())
     return 0
-
-
-def _trainer(
-    args: argparse.Namespace,
-    cfg: Any,
-    iterations: int,
-    seed: int,
-    src: Any,
-    tgt: Any,
-    init_state: dict[str, Any] | None = None,
-) -> Any:
-    """The benchmark's :func:`build_trainer` call (crops, batch, network, lr and device from ``args``)."""
-    from mtbio.uda.experiment import build_trainer
-
-    return build_trainer(
-        config=cfg,
-        iterations=iterations,
-        source_image=src.image,
-        source_label=src.label,
-        target_image=tgt.image,
-        target_label=tgt.label,
-        crop_size=(args.crop, args.crop),
-        batch_size=args.batch,
-        network=args.network,
-        network_kwargs=_network_kwargs(args),
-        lr=args.lr,
-        seed=seed,
-        device=args.device,
-        init_state=init_state,
-    )
-
-
-def _pretrained(args: argparse.Namespace, src: Any, tgt: Any, seed: int) -> dict[str, Any]:
-    """The source-only network of ``seed`` after ``--pretrain`` iterations (its EMA teacher's weights), trained
-    once per seed with crop seed ``PRETRAIN_SEED_OFFSET + seed`` and cached as ``OUT/pretrain/seed<k>.pt``."""
-
-    from mtbio.networks.weights import read_weights
-    from mtbio.uda.config import UDAConfig
-    from mtbio.uda.experiment import save_weights, timed_fit
-
-    path = args.out / "pretrain" / f"seed{seed}.pt"  # outside checkpoints/, which --eval-only scores
-    if path.exists():
-        record = read_weights(path)
-        if record.extra.get("iterations") == args.pretrain:
-            print(f"[pretrain] seed {seed}: reusing {path}", flush=True)
-            return record.teacher
-    trainer = _trainer(args, UDAConfig(strategy="source_only"), args.pretrain, PRETRAIN_SEED_OFFSET + seed, src, tgt)
-    _attach_progress(trainer, "pretrain", seed, args.log_every)
-    sec = timed_fit(trainer)
-    meta = {"strategy": "source_only", "seed": seed, "network": args.network, "spatial_dims": 2}
-    meta.update(network_kwargs=_network_kwargs(args), iterations=args.pretrain, sec_per_iter=sec)
-    meta.update(voxel_size=_in_plane(src.voxel_size), normalization="zscore_section")
-    save_weights(trainer, path, meta)
-    print(f"[pretrain] seed {seed}: {args.pretrain} iterations, {sec:.3f} s/iter", flush=True)
-    return {k: v.detach().clone() for k, v in trainer.teacher.module.state_dict().items()}
 
 
 def _in_plane(voxel_size: Any) -> list[float] | None:
@@ -287,15 +230,6 @@ def _in_plane(voxel_size: Any) -> list[float] | None:
 def _network_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Constructor overrides of the network: its normalisation layers."""
     return {"norm": ("instance", {"affine": True})} if args.norm == "instance" else {"norm": "batch"}
-
-
-def _attach_progress(trainer: Any, strategy: str, seed: int, every: int) -> None:
-    from ignite.engine import Events
-
-    @trainer.on(Events.ITERATION_COMPLETED(every=max(1, every)))
-    def _log(engine: Any) -> None:  # the only host sync of the logs, every `every` iterations
-        logs = {k: round(float(v), 4) for k, v in engine.state.output.items()}
-        print(f"  {strategy} seed {seed} it {engine.state.iteration}: {logs}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

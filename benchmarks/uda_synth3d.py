@@ -72,21 +72,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
+    from _common import acceptance, summarize
 
     from mtbio.data.labels import open_label_volume
     from mtbio.data.synthetic import TARGET, TARGET_HARD, generate_synthetic
     from mtbio.data.volumes import open_volume
+    from mtbio.provenance import git_hash, write_json_atomic
     from mtbio.uda.config import UDAConfig
     from mtbio.uda.evaluate import evaluate_network
-    from mtbio.uda.experiment import (
-        acceptance,
-        build_trainer,
-        git_hash,
-        save_weights,
-        summarize,
-        timed_fit,
-        write_json_atomic,
-    )
+    from mtbio.uda.recipe import Recipe
+    from mtbio.uda.run import RunSpec, run_training
 
     torch.set_num_threads(args.threads)
     synth = args.synth_dir or args.out / "data"
@@ -119,27 +114,37 @@ def run(args: argparse.Namespace) -> int:
                 continue
             strategy, block = VARIANTS[variant]
             cfg = UDAConfig(strategy=strategy, block_size=blocks[block])
-            trainer = build_trainer(
-                config=cfg,
-                iterations=args.iters,
-                source_image=src,
-                source_label=src_lab,
-                target_image=tgt,
-                target_label=tgt_lab,
-                crop_size=args.crop,
-                batch_size=args.batch,
+            # this benchmark's own recipe (small synthetic 3D domains, from scratch): its flags' defaults
+            recipe = Recipe(
                 network="small_unet",
                 network_kwargs=net_kw,
+                iterations=args.iters,
+                pretrain_iterations=0,
+                crop_size=tuple(args.crop),
+                batch_size=args.batch,
                 lr=args.lr,
                 seed=seed,
-                device=args.device,
             )
-            sec = timed_fit(trainer)
-            meta = {"strategy": strategy, "variant": variant, "seed": seed, "network": "small_unet"}
-            meta.update(spatial_dims=3, network_kwargs=net_kw, config=cfg.to_dict())
-            save_weights(trainer, args.out / "checkpoints" / f"{variant}_seed{seed}.pt", meta)
+            run = run_training(
+                RunSpec(
+                    out=args.out / "runs" / f"{variant}_seed{seed}",
+                    config=cfg,
+                    recipe=recipe,
+                    source_image=src,
+                    source_label=src_lab,
+                    target_image=tgt,
+                    target_label=tgt_lab,
+                    source_description="synthetic source",
+                    target_description="synthetic target",
+                    weights=args.out / "checkpoints" / f"{variant}_seed{seed}.pt",
+                    device=args.device,
+                    logger="mtbio.bench",
+                    record={"variant": variant},
+                )
+            )
+            sec = run.sec_per_iter
             t0 = time.perf_counter()
-            metrics = evaluate_network(trainer.teacher.module, test, test_lab, roi_size=roi, device=args.device)
+            metrics = evaluate_network(run.teacher(), test, test_lab, roi_size=roi, device=args.device)
             row = {"seed": seed, **metrics, "sec_per_iter": sec, "eval_sec": time.perf_counter() - t0}
             results.setdefault(variant, []).append(row)
             print(f"[done] {variant} seed {seed}: " + json.dumps(row), flush=True)

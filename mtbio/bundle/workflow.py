@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 
 from mtbio.bundle.data import DomainPair, open_spec
 from mtbio.inference.settings import UNSET
+from mtbio.uda.interrupt import TrainingInterrupted
 
 __all__ = ["evaluate", "predict", "train"]
 
@@ -38,29 +38,6 @@ def _rank() -> int:
     import torch.distributed as dist
 
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _versions() -> dict[str, str]:
-    import monai
-    import numpy
-
-    from mtbio import __version__
-
-    return {"mtbio": __version__, "monai": monai.__version__, "torch": torch.__version__, "numpy": numpy.__version__}
-
-
-def _attach_logging(trainer: Any, run_dir: Path, every: int) -> None:
-    from monai.handlers import StatsHandler, TensorBoardStatsHandler
-
-    def every_n(_: Any, iteration: int) -> bool:  # StatsHandler takes an event filter, not an interval
-        return iteration % every == 0
-
-    StatsHandler(
-        name=f"{LOGGER}.losses", iteration_log=every_n, epoch_log=False, tag_name="train", output_transform=lambda o: o
-    ).attach(trainer)
-    TensorBoardStatsHandler(
-        log_dir=str(run_dir / "tb"), iteration_log=every, epoch_log=False, output_transform=lambda o: o
-    ).attach(trainer)
 
 
 def _uda_config(uda: Mapping[str, Any] | None, strategy: str) -> Any:
@@ -80,28 +57,29 @@ def train(
     crop_size: Sequence[int],
     output_dir: str | os.PathLike,
     models_dir: str | os.PathLike,
-    batch_size: int = 4,
-    lr: float = 1e-3,
-    seed: int = 0,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
     export: str | None = "masktwins",
     checkpoint_interval: int | None = None,
     n_saved: int = 2,
-    log_interval: int = 50,
+    log_interval: int | None = None,
     device: str | torch.device = "cpu",
     distributed: bool = False,
     stop_after: int | None = None,
     in_memory: bool = True,
-    pretrain_iterations: int = 0,
+    pretrain_iterations: int | None = None,
     resample: bool = True,
 ) -> dict[str, Path]:
     """Train ``network`` once per strategy (same seed, initial weights and source crops), resumably.
 
-    For each strategy, a complete earlier run (its weights in ``models_dir`` and a checkpoint at ``iterations``)
-    is kept as is; an interrupted one resumes from its newest checkpoint (same iteration, student, teacher,
-    optimizer; the crops, masks and augmentations of iteration ``i`` are functions of ``(seed, i)``), so the
-    result equals an uninterrupted run. SIGINT / SIGTERM stop after the current iteration with a checkpoint of
-    the completed iterations and no weights file, and raise :class:`~mtbio.uda.interrupt.TrainingInterrupted`
-    (exit status 130 / 143 of ``python -m monai.bundle run``); running the same command again resumes.
+    Each strategy is one :class:`~mtbio.uda.run.RunSpec` run by :func:`~mtbio.uda.run.run_training` (the one path of
+    a training run). For each strategy, a complete earlier run (its weights in ``models_dir`` and a checkpoint at
+    ``iterations``) is kept as is; an interrupted one resumes from its newest checkpoint (same iteration, student,
+    teacher, optimizer; the crops, masks and augmentations of iteration ``i`` are functions of ``(seed, i)``), so
+    the result equals an uninterrupted run. SIGINT / SIGTERM stop after the current iteration with a checkpoint of
+    the completed iterations and no weights file, and raise :class:`~mtbio.uda.interrupt.TrainingInterrupted` (exit
+    status 130 / 143 of ``python -m monai.bundle run``); running the same command again resumes.
 
     With ``pretrain_iterations > 0`` a source-only network is first trained for that many iterations (run
     ``output_dir/pretrain``, weights ``models_dir/pretrain.pt``, its own crop sequence, seed ``seed + 10000``), and
@@ -118,7 +96,8 @@ def train(
         crop_size: (H, W) section crops or (D, H, W) patches.
         output_dir: run folder (see the module docstring).
         models_dir: folder of the final weights.
-        batch_size: crops per iteration and domain (the global batch in multi-process runs).
+        batch_size: crops per iteration and domain (the global batch in multi-process runs); ``None`` = the
+            :class:`~mtbio.uda.recipe.Recipe`'s (as for ``lr``, ``seed`` and ``log_interval``).
         lr: AdamW learning rate.
         seed: seed of the weights, crops, masks and augmentation.
         export: strategy whose weights are also written as ``models_dir/model.pt`` (``None``: the last one).
@@ -130,7 +109,8 @@ def train(
             sharded by rank, gradients averaged (DDP), checkpoints / logs / weights written by rank 0.
         stop_after: end this invocation after iteration N (a time-boxed job); the next call resumes.
         in_memory: read the volumes into memory once (fast for small data; ``False`` slices lazily).
-        pretrain_iterations: source-only iterations every strategy starts from (0 = from scratch).
+        pretrain_iterations: source-only iterations every strategy starts from (0 = from scratch; ``None`` = the
+            Recipe's; every bundle sets it: 800 in the em2d bundle, 0 on the synthetic domains).
         resample: resample the source to the target's voxel size when they differ by more than 10 % on the
             network's axes (:meth:`~mtbio.bundle.data.DomainPair.on_training_grid`); the weights record that
             voxel size and the normalisation.
@@ -138,50 +118,62 @@ def train(
     Returns:
         strategy -> final weights file (only the strategies that finished).
     """
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    from mtbio.uda.recipe import Recipe
+    from mtbio.uda.run import RunSpec, run_training
+
     if not strategies:
         raise ValueError("strategies is empty")
-    if stop_after is not None and stop_after < 1:
-        raise ValueError(f"stop_after must be >= 1 or None, got {stop_after}")
-    if pretrain_iterations < 0:
-        raise ValueError(f"pretrain_iterations must be >= 0, got {pretrain_iterations}")
-    output_dir, models_dir = Path(output_dir), Path(models_dir)
-    data, grid = data.on_training_grid(len(tuple(crop_size)), resample=resample)
-    logging.getLogger(LOGGER).info(f"voxel size: {grid.note}")
-    common = dict(
-        network=network,
-        data=data,
-        voxel_size=grid.voxel_size,
-        crop_size=tuple(int(c) for c in crop_size),
-        output_dir=output_dir,
-        models_dir=models_dir,
-        batch_size=batch_size,
-        lr=lr,
-        checkpoint_interval=checkpoint_interval,
-        n_saved=n_saved,
-        log_interval=log_interval,
-        device=device,
-        distributed=distributed,
-        stop_after=stop_after,
-        in_memory=in_memory,
+    given = dict(
+        batch_size=batch_size, lr=lr, seed=seed, log_interval=log_interval, pretrain_iterations=pretrain_iterations
     )
-    init_state = None
-    if pretrain_iterations > 0:
-        pretrained = _train_one(
-            "pretrain", _uda_config(uda, "source_only"), pretrain_iterations, seed + PRETRAIN_SEED_OFFSET, **common
-        )
-        if pretrained is None:  # stopped early (stop_after): the next call resumes the pre-training
-            return {}
-        from mtbio.networks.weights import read_weights
-
-        init_state = read_weights(pretrained).teacher
+    recipe = Recipe(
+        network=type(network).__name__,
+        iterations=iterations,
+        crop_size=tuple(int(c) for c in crop_size),
+        checkpoint_interval=checkpoint_interval,
+        **{k: v for k, v in given.items() if v is not None},  # None: the Recipe's value
+    )
+    output_dir, models_dir = Path(output_dir), Path(models_dir)
+    vs = dict(data.voxel_size or {})
     finished: dict[str, Path] = {}
     for strategy in strategies:
-        config = _uda_config(uda, strategy)
-        weights = _train_one(config.strategy.value, config, iterations, seed, init_state=init_state, **common)
-        if weights is not None:
-            finished[config.strategy.value] = weights
+        spec = RunSpec(
+            out=output_dir / str(strategy),
+            config=_uda_config(uda, strategy),
+            recipe=recipe,
+            source_image=data.source_image,
+            source_label=data.source_label,
+            target_image=data.target_image,
+            target_label=data.target_label,
+            source_voxel_size=vs.get("source"),
+            target_voxel_size=vs.get("target"),
+            resample=resample,
+            source_description=f"{data.description} (source)" if data.description else None,
+            target_description=f"{data.description} (target)" if data.description else None,
+            network=network,
+            weights=models_dir / f"{strategy}.pt",
+            pretrain_out=output_dir / "pretrain",
+            pretrain_weights=models_dir / "pretrain.pt",
+            device=device,
+            distributed=distributed,
+            in_memory=in_memory,
+            stop_after=stop_after,
+            resume="auto",
+            n_saved=n_saved,
+            logger=f"{LOGGER}.losses",
+            record={"data": data.description, "voxel_sizes": data.voxel_size},
+        )
+        try:
+            result = run_training(spec)
+        except TrainingInterrupted:  # checkpoint of the completed iterations written; exits 130 / 143
+            if _rank() == 0:
+                print(f"{strategy}: to resume, run the same command again", file=sys.stderr, flush=True)
+            raise
+        if result.weights is None:  # stopped early (stop_after): the next call resumes
+            if result.pretrain == "stopped":
+                return finished
+            continue
+        finished[spec.config.strategy.value] = result.weights
     chosen = list(finished)[-1] if export is None and finished else export
     if _rank() == 0 and chosen in finished:
         shutil.copyfile(finished[chosen], models_dir / "model.pt")
@@ -190,125 +182,6 @@ def train(
 
         dist.barrier()
     return finished
-
-
-PRETRAIN_SEED_OFFSET = 10_000
-
-
-def _train_one(
-    name: str,
-    config: Any,
-    iterations: int,
-    seed: int,
-    *,
-    network: torch.nn.Module,
-    data: DomainPair,
-    crop_size: tuple[int, ...],
-    output_dir: Path,
-    models_dir: Path,
-    batch_size: int,
-    lr: float,
-    checkpoint_interval: int | None,
-    n_saved: int,
-    log_interval: int,
-    device: str | torch.device,
-    distributed: bool,
-    stop_after: int | None,
-    in_memory: bool,
-    voxel_size: Sequence[float] | None = None,
-    init_state: Mapping[str, torch.Tensor] | None = None,
-) -> Path | None:
-    """One resumable run ``output_dir/<name>`` -> ``models_dir/<name>.pt`` (``None`` when stopped early)."""
-    from ignite.engine import Events
-
-    from mtbio.uda.experiment import build_trainer, git_hash, save_weights, write_json_atomic
-    from mtbio.uda.trainer import TrainingInterrupted, attach_checkpointing, latest_checkpoint, load_checkpoint
-
-    logger = logging.getLogger(LOGGER)
-    rank = _rank()
-    interval = int(checkpoint_interval or max(1, iterations // 10))
-    run_dir = output_dir / name
-    weights = models_dir / f"{name}.pt"
-    checkpoint = latest_checkpoint(run_dir)
-    done_at = int(checkpoint.stem.rsplit("=", 1)[1]) if checkpoint is not None else 0
-    if weights.is_file() and done_at >= iterations:
-        logger.info(f"{name}: already trained ({weights}); delete {run_dir} and {weights} to retrain")
-        return weights
-    trainer = build_trainer(
-        config=config,
-        iterations=iterations,
-        source_image=data.source_image,
-        source_label=data.source_label,
-        target_image=data.target_image,
-        target_label=data.target_label,
-        crop_size=crop_size,
-        batch_size=batch_size,
-        network=network,
-        lr=lr,
-        seed=seed,
-        device=device,
-        in_memory=in_memory,
-        distributed=distributed,
-        init_state=init_state,
-    )
-    meta = {
-        "strategy": config.strategy.value,
-        "seed": int(seed),
-        "network": type(network).__name__,
-        "spatial_dims": len(crop_size),
-        "crop": [int(c) for c in crop_size],
-        "config": config.to_dict(),
-        "pretrained": init_state is not None,
-        "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size],
-        "normalization": "zscore_section" if len(crop_size) == 2 else "zscore_volume",
-    }
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = {
-            **meta,
-            "iterations": int(iterations),
-            "batch_size": int(batch_size),
-            "lr": float(lr),
-            "data": data.description,
-            "voxel_size": data.voxel_size,
-            "world_size": trainer.world_size,
-            "device": str(device),
-            "argv": sys.argv,
-            "resumed_from": None if checkpoint is None else str(checkpoint),
-            "versions": _versions(),
-            "git": git_hash(),
-        }
-        write_json_atomic(run_dir / "config.json", resolved)
-        _attach_logging(trainer, run_dir, max(1, int(log_interval)))
-    else:  # one console log per run
-        trainer.logger.setLevel(logging.WARNING)
-    # on every rank: ignite's saver writes on rank 0 only, and its set-up is collective under torch.distributed
-    attach_checkpointing(trainer, run_dir, interval, n_saved=n_saved)
-    if checkpoint is not None:
-        load_checkpoint(trainer, checkpoint)
-        logger.info(f"{name}: resuming from {checkpoint}")
-    if stop_after is not None and stop_after < iterations:
-        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=int(stop_after)), lambda e: e.terminate())
-    t0 = time.perf_counter()
-    try:
-        state = trainer.fit()
-    except TrainingInterrupted as stop:  # checkpoint of the completed iterations written; exits 130 / 143
-        if rank == 0:
-            logger.warning(f"{name}: {stop}")
-            print(f"{name}: to resume, run the same command again", file=sys.stderr, flush=True)
-        raise
-    seconds = time.perf_counter() - t0
-    if state.iteration < iterations:
-        logger.info(f"{name}: stopped at iteration {state.iteration} of {iterations}; run again to resume")
-        return None
-    if rank == 0:
-        save_weights(trainer, weights, meta)
-        logger.info(f"{name}: {iterations} iterations in {seconds:.0f} s -> {weights}")
-    if distributed:
-        import torch.distributed as dist
-
-        dist.barrier()  # every rank reads the weights rank 0 just wrote
-    return weights
 
 
 def _as_volume(image: Any, what: str) -> Any:
@@ -409,7 +282,8 @@ def evaluate(
 
     from mtbio.data.store import open_prediction_store
     from mtbio.metrics import em_metrics
-    from mtbio.uda.experiment import summarize, write_json_atomic
+    from mtbio.metrics.table import results_table as summarize
+    from mtbio.provenance import write_json_atomic
 
     truth = np.asarray(_as_volume(label, "label volume to evaluate against")[:]) > 0
     results: dict[str, list[dict[str, float]]] = {}

@@ -3,7 +3,9 @@
 1. generates the synthetic source (labelled) / target (unlabelled) / held-out target test volumes
    (``mtbio synth``; reused when already there);
 2. trains a small 2D network per strategy (default: oracle, source-only, MaskTwins), same seed, same
-   iterations, same source crop sequence;
+   iterations, same source crop sequence, each through :func:`mtbio.uda.run.run_training` (run folders
+   ``OUT/runs/<strategy>``, weights ``OUT/models/<strategy>.pt``; a finished run in OUT is reused, a run with
+   other settings is refused: use another ``--out``);
 3. predicts the held-out target volume with each EMA teacher through the streaming inferer (prediction
    stores under ``OUT/predictions``);
 4. evaluates with the literature metrics (per-section mAP / F1 / MCC / IoU, mean over sections) and prints the
@@ -29,29 +31,34 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES), help="comma-separated strategies")
-    p.add_argument("--iters", type=int, default=1000, help="training iterations per strategy")
-    p.add_argument(
-        "--rampup",
-        type=int,
-        default=None,
-        help="ramp-up iterations R of the target terms (default: half of --iters; 0 = off, which collapses)",
-    )
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", type=int, nargs=3, default=(32, 256, 256), metavar=("Z", "Y", "X"))
-    p.add_argument("--crop", type=int, default=128, help="square 2D crop size")
-    p.add_argument("--batch", type=int, default=4)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument(
         "--no-resample",
         action="store_true",
         help="train on the source as generated (8 nm in-plane) instead of resampled to the target's 10 nm",
     )
+    from mtbio.uda.config import UDAConfig
+    from mtbio.uda.options import add_config_arguments
+    from mtbio.uda.recipe import DEMO_RECIPE, Recipe
+
+    add_config_arguments(
+        p,
+        Recipe,
+        prefix="recipe",
+        defaults=DEMO_RECIPE,
+        title="training recipe: the demo's own (mtbio.uda.recipe.DEMO_RECIPE). It differs from the validated "
+        "real-data Recipe (unet, 800 + 800 iterations, 192 px) because the synthetic domains are small and easy and "
+        "the demo should finish in minutes on a CPU: small_unet from scratch, 1000 iterations, 128 px crops",
+    )
+    add_config_arguments(p, UDAConfig, title="UDA step (defaults: UDAConfig)", exclude=("strategy",))
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import torch
-    from tqdm.auto import tqdm
 
     from mtbio.data.labels import open_label_volume
     from mtbio.data.store import open_prediction_store
@@ -59,19 +66,25 @@ def run(args: argparse.Namespace) -> int:
     from mtbio.data.volumes import open_volume
     from mtbio.inference.resampled import predict_at_model_voxel_size
     from mtbio.metrics import em_metrics
+    from mtbio.metrics.table import results_table
+    from mtbio.provenance import write_json_atomic
     from mtbio.uda.config import UDAConfig
-    from mtbio.uda.experiment import build_trainer, save_weights, summarize, write_json_atomic
+    from mtbio.uda.options import config_from_args
+    from mtbio.uda.recipe import DEMO_RECIPE, Recipe
+    from mtbio.uda.run import RunSpec, run_training
     from mtbio.uda.strategy import Strategy
 
     strategies = [Strategy(s.strip()) for s in args.strategies.split(",") if s.strip()]
     if not strategies:
         raise ValueError("--strategies is empty")
-    if args.iters < 1:
-        raise ValueError(f"--iters must be >= 1, got {args.iters}")
+    recipe = config_from_args(args, Recipe, prefix="recipe", base=DEMO_RECIPE)
+    base_config = config_from_args(args, UDAConfig)
+    if recipe.spatial_dims != 2:
+        raise ValueError(f"the demo trains a 2D network: --crop takes one int or H,W, got {recipe.crop_size}")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     t_start = time.perf_counter()
-    paths = generate_synthetic(out / "data", seed=args.seed, shape=tuple(args.shape))
+    paths = generate_synthetic(out / "data", seed=recipe.seed, shape=tuple(args.shape))
     src = open_volume(paths["source"], "raw")
     src_label = open_label_volume(paths["source"], "label")
     tgt = open_volume(paths["target"], "raw")
@@ -79,44 +92,39 @@ def run(args: argparse.Namespace) -> int:
     test = open_volume(paths["target_test"], "raw")
     test_label = open_label_volume(paths["target_test_labels"], "label")
     print(f"data: {out / 'data'} (source {src.shape}, target {tgt.shape}, held-out target {test.shape})")
-    from mtbio.data.resample import training_grid
-
-    grid = training_grid(src, src_label, tgt, tgt_label, spatial_dims=2, resample=not args.no_resample)
-    print(f"voxel size: {grid.note}")
 
     results: dict[str, list[dict[str, float]]] = {}
     timing: dict[str, float] = {}
+    note = ""
     for strategy in strategies:
-        config = UDAConfig(strategy=strategy, rampup_iterations=args.rampup)
-        trainer = build_trainer(
-            config=config,
-            iterations=args.iters,
-            source_image=grid.source_image,
-            source_label=grid.source_label,
-            target_image=grid.target_image,
-            target_label=grid.target_label,
-            crop_size=(args.crop, args.crop),
-            batch_size=args.batch,
-            seed=args.seed,
+        config = dataclasses.replace(base_config, strategy=strategy)
+        run = run_training(
+            RunSpec(
+                out=out / "runs" / strategy.value,
+                config=config,
+                recipe=recipe,
+                source_image=src,
+                source_label=src_label,
+                target_image=tgt,
+                target_label=tgt_label,
+                resample=not args.no_resample,
+                source_description=f"synthetic source ({paths['source']})",
+                target_description=f"synthetic target ({paths['target']})",
+                weights=out / "models" / f"{strategy.value}.pt",
+                pretrain_out=out / "runs" / "pretrain",
+                resume="auto",
+                logger="mtbio.demo",
+            )
         )
-        bar = tqdm(total=args.iters, desc=f"train {strategy.value}", unit="it", leave=False)
-        trainer.add_event_handler("ITERATION_COMPLETED", lambda _, b=bar: b.update(1))
-        t0 = time.perf_counter()
-        trainer.fit()
-        bar.close()
-        timing[strategy.value] = time.perf_counter() - t0
-        meta = {"network": "small_unet", "spatial_dims": 2, "network_kwargs": {}, "config": config.to_dict()}
-        meta["voxel_size"] = None if grid.voxel_size is None else list(grid.voxel_size)
-        meta["normalization"] = "zscore_section"
-        save_weights(trainer, out / "models" / f"{strategy.value}.pt", meta)
-        teacher = trainer.teacher.module.eval()
+        note = run.grid_note
+        timing[strategy.value] = run.seconds
         store_path = out / "predictions" / f"{strategy.value}.zarr"
         predict_at_model_voxel_size(  # the held-out target is at the training grid: no resampling
-            teacher,
+            run.teacher(),
             test,
             store_path,
-            model_voxel_size=grid.voxel_size,
-            roi_size=(args.crop, args.crop),
+            model_voxel_size=run.voxel_size,
+            roi_size=recipe.crop,
             overlap=0.25,
             activation="softmax",
             dtype="uint8",
@@ -125,22 +133,23 @@ def run(args: argparse.Namespace) -> int:
         )
         store = open_prediction_store(store_path)
         scores = em_metrics(store.foreground(), test_label)
-        results[strategy.value] = [{"seed": args.seed, **scores}]
+        results[strategy.value] = [{"seed": recipe.seed, **scores}]
         print(
             f"{strategy.value:>12}: IoU {scores['IoU']:.3f}  mAP {scores['mAP']:.3f}  "
             f"({timing[strategy.value]:.0f} s training)"
         )
-
-    table = summarize(results)
+    print(f"voxel size: {note}")
+    table = results_table(results)
     write_json_atomic(
         out / "results.json",
         {
             "results": results,
             "train_seconds": timing,
-            "iters": args.iters,
-            "seed": args.seed,
+            "iters": recipe.iterations,
+            "recipe": recipe.to_dict(),
+            "seed": recipe.seed,
             "shape": args.shape,
-            "voxel_size": grid.note,
+            "voxel_size": note,
         },
     )
     (out / "results.md").write_text(table)

@@ -73,7 +73,8 @@ class WeightsRecord:
         voxel_size: the voxel size (nm) of the training data, one value per spatial axis of the network
             (``(y, x)`` for 2D, ``(z, y, x)`` for 3D); ``None`` = unknown.
         normalization: the input normalisation the network was trained with (``"zscore_section"``,
-            ``"zscore_volume"``); ``None`` = the default rule for ``spatial_dims``.
+            ``"zscore"`` per volume; earlier files may say ``"zscore_volume"``, read as ``"zscore"``); ``None`` = the
+            default rule for ``spatial_dims``.
         provenance: where it comes from: ``source`` / ``target`` (data descriptions), ``parent`` (the weights it
             started from), ``git``, ``mtbio_version``, ``created`` (UTC ISO time) and anything a writer adds.
         extra: further plain values a writer keeps (iterations of a pre-training, seconds per iteration, ...).

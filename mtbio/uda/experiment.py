@@ -1,14 +1,8 @@
-"""One-call training runs and result tables shared by the benchmarks and the ``mtbio train`` CLI."""
+"""Building a :class:`~mtbio.uda.trainer.UDATrainer` from volumes, and saving / loading its weights record."""
 
 from __future__ import annotations
 
 import copy
-import json
-import math
-import os
-import subprocess
-import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,21 +17,7 @@ from mtbio.uda.config import UDAConfig
 from mtbio.uda.strategy import strategy_spec
 from mtbio.uda.trainer import UDATrainer
 
-__all__ = [
-    "METRICS",
-    "acceptance",
-    "build_trainer",
-    "mean_std",
-    "seeded_copy",
-    "timed_fit",
-    "git_hash",
-    "load_weights",
-    "save_weights",
-    "summarize",
-    "write_json_atomic",
-]
-
-METRICS = ("mAP", "F1", "MCC", "IoU")
+__all__ = ["build_trainer", "load_weights", "save_weights", "seeded_copy"]
 
 
 def build_trainer(
@@ -140,20 +120,6 @@ def seeded_copy(network: torch.nn.Module, seed: int) -> torch.nn.Module:
     return net
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON through a temporary file in the same folder and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(trainer: UDATrainer, path: str | Path, meta: Mapping[str, Any]) -> None:
     """Save the teacher's and student's weights with ``meta`` as one :class:`~mtbio.networks.weights.WeightsRecord`
     (atomically; known ``meta`` keys become the record's fields, see
@@ -185,70 +151,3 @@ def load_weights(path: str | Path, which: str = "teacher") -> tuple[torch.nn.Mod
     net = record.build_network(path)
     meta = {k: v for k, v in record.to_payload().items() if k not in ("teacher", "student")}
     return net, meta
-
-
-def git_hash(repo: str | Path | None = None) -> str | None:
-    """The current git commit (with ``-dirty`` for local changes), or ``None`` outside a git checkout."""
-    cwd = Path(repo) if repo else Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def summarize(results: Mapping[str, Sequence[Mapping[str, float]]], metrics: Sequence[str] = METRICS) -> str:
-    """A markdown table of mean ± sample std (ddof=1) over seeds per strategy and metric (values in %).
-
-    Args:
-        results: ``{strategy: [{"seed": k, "mAP": ..., ...}, ...]}``.
-    """
-    lines = ["| strategy | seeds | " + " | ".join(f"{m} (%)" for m in metrics) + " |"]
-    lines.append("|---|---|" + "---|" * len(metrics))
-    for strategy, rows in results.items():
-        cells = []
-        for m in metrics:
-            vals = np.array([float(r[m]) for r in rows]) * 100
-            if len(vals) == 0:
-                cells.append("-")
-            elif len(vals) == 1:
-                cells.append(f"{vals[0]:.1f}")
-            else:
-                cells.append(f"{vals.mean():.1f} ± {vals.std(ddof=1):.1f}")
-        lines.append(f"| {strategy} | {len(rows)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def timed_fit(trainer: UDATrainer) -> float:
-    """Run the trainer and return seconds per iteration (wall clock)."""
-    t0 = time.perf_counter()
-    trainer.fit()
-    return (time.perf_counter() - t0) / max(1, trainer.max_iterations)
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample std (ddof=1; 0 for one value)."""
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-
-
-def acceptance(results: Mapping[str, Sequence[Mapping[str, float]]], metric: str = "IoU") -> dict[str, Any]:
-    """The benchmark's acceptance checks on ``metric`` (sample std over seeds).
-
-    ``gain``: mean(masktwins) - mean(source_only) > 2 * max(std(masktwins), std(source_only));
-    ``vs_<x>``: mean(masktwins) >= mean(x) - std(x) for x in mic, random_pair, mean_teacher (where present).
-    """
-    out: dict[str, Any] = {}
-    if "masktwins" not in results:
-        return out
-    mt, mt_s = mean_std([r[metric] for r in results["masktwins"]])
-    if "source_only" in results:
-        so, so_s = mean_std([r[metric] for r in results["source_only"]])
-        out["gain"] = bool(mt - so > 2 * max(mt_s, so_s))
-        out["gain_value"] = mt - so
-    for x in ("mic", "random_pair", "mean_teacher"):
-        if x in results:
-            xm, xs = mean_std([r[metric] for r in results[x]])
-            out[f"vs_{x}"] = bool(mt >= xm - xs) if not math.isnan(xm) else None
-    return out

@@ -54,10 +54,12 @@ def field_docs(cls: type) -> dict[str, str]:
 
 def config_fields(cls: type = UDAConfig, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """``(dotted name, type, default)`` of every leaf field of ``cls`` (nested dataclasses flattened as
-    ``augment.brightness``)."""
+    ``augment.brightness``) that has a command-line form (a field with ``metadata={"cli": False}`` has none)."""
     hints = typing.get_type_hints(cls)
     out: list[tuple[str, Any, Any]] = []
     for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", True):
+            continue
         tp = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         if dataclasses.is_dataclass(tp):
@@ -112,8 +114,27 @@ def _parser_for(tp: Any, optional: bool) -> tuple[Any, dict[str, Any]]:
     return conv, kwargs
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type = UDAConfig, *, title: str | None = None) -> None:
-    """Add one flag per (leaf) field of ``cls`` to ``parser`` (in an argument group named ``title``)."""
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type = UDAConfig,
+    *,
+    title: str | None = None,
+    prefix: str = "cfg",
+    defaults: Any = None,
+    exclude: tuple[str, ...] = (),
+) -> None:
+    """Add one flag per (leaf) field of ``cls`` to ``parser`` (in an argument group named ``title``).
+
+    Args:
+        parser: the parser.
+        cls: the dataclass; extra spellings of its flags come from :data:`ALIASES` (``UDAConfig``) and the class's
+            ``CLI_ALIASES`` (``{field: ("--old",)}``).
+        title: the argument group's title.
+        prefix: the flags' ``dest`` is ``"<prefix>.<field>"`` (read back by :func:`config_from_args`).
+        defaults: an instance of ``cls`` whose values the help shows as the defaults (an entry point with its own
+            recipe, e.g. ``mtbio demo``); ``None`` = the class's defaults. The parser's default stays "not given".
+        exclude: fields that get no flag (the entry point sets them itself).
+    """
     docs: dict[str, str] = {}
     for name, _tp, _ in config_fields(cls):
         owner = cls
@@ -121,7 +142,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = UDAConfig,
             owner = typing.get_type_hints(owner)[part]
         docs.setdefault(name, field_docs(owner).get(name.split(".")[-1], ""))
     group = parser.add_argument_group(title or f"{cls.__name__} (defaults are {cls.__name__}'s)")
+    aliases = {**ALIASES, **getattr(cls, "CLI_ALIASES", {})} if cls is UDAConfig else getattr(cls, "CLI_ALIASES", {})
     for name, tp, default in config_fields(cls):
+        if name in exclude or name.split(".")[0] in exclude:
+            continue
+        if defaults is not None:
+            default = defaults
+            for part in name.split("."):
+                default = getattr(default, part)
         inner, optional = _optional(tp)
         conv, kwargs = _parser_for(inner, optional)
         flag = "--" + name.replace(".", "-").replace("_", "-")
@@ -132,19 +160,28 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = UDAConfig,
             if "choices" not in kwargs:
                 kwargs.setdefault("metavar", name.split(".")[-1].upper())
         group.add_argument(
-            flag, *ALIASES.get(name, ()), dest=f"cfg.{name}", default=argparse.SUPPRESS, help=help_text, **kwargs
+            flag, *aliases.get(name, ()), dest=f"{prefix}.{name}", default=argparse.SUPPRESS, help=help_text, **kwargs
         )
 
 
-def config_from_args(args: argparse.Namespace | Mapping[str, Any], cls: type = UDAConfig, **fixed: Any) -> Any:
-    """The ``cls`` instance of the flags given (``fixed`` keyword values win, e.g. ``strategy=...``)."""
+def config_from_args(
+    args: argparse.Namespace | Mapping[str, Any],
+    cls: type = UDAConfig,
+    *,
+    prefix: str = "cfg",
+    base: Any = None,
+    **fixed: Any,
+) -> Any:
+    """The ``cls`` instance of the flags given (``fixed`` keyword values win, e.g. ``strategy=...``); fields not
+    given keep ``base``'s values (an instance of ``cls``) or the class's defaults."""
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     values: dict[str, Any] = {}
+    head = prefix + "."
     for key, value in given.items():
-        if not key.startswith("cfg."):
+        if not key.startswith(head):
             continue
         node = values
-        *parents, leaf = key[4:].split(".")
+        *parents, leaf = key[len(head) :].split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
@@ -153,5 +190,6 @@ def config_from_args(args: argparse.Namespace | Mapping[str, Any], cls: type = U
     hints = typing.get_type_hints(cls)
     for key, value in list(values.items()):
         if isinstance(value, dict) and dataclasses.is_dataclass(hints.get(key)):
-            values[key] = hints[key](**value)
-    return cls(**values)
+            inner = getattr(base, key) if base is not None else None
+            values[key] = dataclasses.replace(inner, **value) if inner is not None else hints[key](**value)
+    return cls(**values) if base is None else dataclasses.replace(base, **values)

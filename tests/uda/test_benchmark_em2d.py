@@ -28,7 +28,7 @@ def test_pretrained_start_results_and_eval_only(shared_data, vnc3_dir, lucchi_pp
         assert all(set(r[0]) >= {"seed", "mAP", "F1", "MCC", "IoU"} for r in results.values())
         pre = torch.load(out / "pretrain" / "seed0.pt", weights_only=True)
         assert pre["extra"]["iterations"] == 3 and pre["iteration"] == 3
-        assert json.loads((out / "config.json").read_text())["args"]["pretrain"] == 3
+        assert json.loads((out / "config.json").read_text())["recipe"]["pretrain_iterations"] == 3
         # the pre-training is cached per seed, and not scored as a strategy by --eval-only
         again = tmp_path / "again"
         again.mkdir()

@@ -39,6 +39,8 @@ def _args(p: dict[str, str], out: Path, *extra: str) -> list[str]:
         "--block-size", "4",
         "--iters", "4",
         "--save-every", "2",
+        "--network", "small_unet",
+        "--pretrain", "0",
         "--out", str(out),
         *extra,
     ]  # fmt: skip

@@ -1,0 +1,51 @@
+"""Reporting shared by the benchmark scripts: result tables, mean ± std, the acceptance checks, timing."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mtbio.metrics.table import METRICS, results_table
+
+__all__ = ["METRICS", "acceptance", "mean_std", "summarize", "timed_fit"]
+
+#: the markdown table of mean ± sample std over seeds (``mtbio.metrics.table.results_table``)
+summarize = results_table
+
+
+def timed_fit(trainer: Any) -> float:
+    """Run the trainer and return seconds per iteration (wall clock)."""
+    t0 = time.perf_counter()
+    trainer.fit()
+    return (time.perf_counter() - t0) / max(1, trainer.max_iterations)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; 0 for one value)."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def acceptance(results: Mapping[str, Sequence[Mapping[str, float]]], metric: str = "IoU") -> dict[str, Any]:
+    """The benchmark's acceptance checks on ``metric`` (sample std over seeds).
+
+    ``gain``: mean(masktwins) - mean(source_only) > 2 * max(std(masktwins), std(source_only));
+    ``vs_<x>``: mean(masktwins) >= mean(x) - std(x) for x in mic, random_pair, mean_teacher (where present).
+    """
+    out: dict[str, Any] = {}
+    if "masktwins" not in results:
+        return out
+    mt, mt_s = mean_std([r[metric] for r in results["masktwins"]])
+    if "source_only" in results:
+        so, so_s = mean_std([r[metric] for r in results["source_only"]])
+        out["gain"] = bool(mt - so > 2 * max(mt_s, so_s))
+        out["gain_value"] = mt - so
+    for x in ("mic", "random_pair", "mean_teacher"):
+        if x in results:
+            xm, xs = mean_std([r[metric] for r in results[x]])
+            out[f"vs_{x}"] = bool(mt >= xm - xs) if not math.isnan(xm) else None
+    return out

@@ -1,0 +1,108 @@
+"""``Recipe``: the training settings of a run besides the UDA step, with the values the real-data benchmark validated.
+
+The defaults are those of ``benchmarks/uda_em2d.py`` (VNC III -> Lucchi++, docs/uda.md "source-pretrained start"):
+MONAI's residual ``unet``, 800 source-only iterations first, then 800 iterations of the strategy, 192 px crops,
+batch 4, AdamW lr 1e-3. Every entry point (``mtbio train``, the bundle workflow, the benchmarks) takes its defaults
+from here; ``mtbio demo`` uses :data:`DEMO_RECIPE` (synthetic data, minutes on a laptop CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, ClassVar
+
+__all__ = ["DEMO_RECIPE", "PRETRAIN_SEED_OFFSET", "Recipe"]
+
+#: the pre-training's crop / weight seed is ``seed + PRETRAIN_SEED_OFFSET`` (its own crop sequence)
+PRETRAIN_SEED_OFFSET = 10_000
+
+
+@dataclass
+class Recipe:
+    """How a network is trained (everything but the UDA step's :class:`~mtbio.uda.config.UDAConfig`).
+
+    Attributes:
+        network: mtbio.networks name (unet: MONAI UNet, 5 levels, 2 residual units; small_unet; basic_unet).
+        network_kwargs: keyword arguments of the network's constructor (e.g. {"norm": "instance"}).
+        iterations: training iterations of the strategy (after the pre-training).
+        pretrain_iterations: source-only iterations first; the strategy starts from their EMA weights (student and
+            teacher). 0 = start from a random initialisation (self-training from scratch collapsed to background on
+            real data, docs/uda.md).
+        crop_size: crop size in voxels: one int = a square 2D crop, H,W (2D sections) or D,H,W (3D patches).
+        batch_size: crops per iteration and domain (the global batch of a multi-process run).
+        lr: AdamW learning rate (weight decay 1e-4).
+        seed: seed of the initial weights, crops, masks and augmentation.
+        checkpoint_interval: write a resumable checkpoint every N iterations; None = iterations // 10.
+        log_interval: log the losses (console, TensorBoard) every N iterations.
+    """
+
+    network: str = "unet"
+    network_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
+    iterations: int = 800
+    pretrain_iterations: int = 800
+    crop_size: int | tuple[int, ...] = 192
+    batch_size: int = 4
+    lr: float = 1e-3
+    seed: int = 0
+    checkpoint_interval: int | None = None
+    log_interval: int = 50
+
+    #: earlier flag spellings kept working (field -> extra option strings)
+    CLI_ALIASES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "iterations": ("--iters",),
+        "pretrain_iterations": ("--pretrain",),
+        "crop_size": ("--crop",),
+        "batch_size": ("--batch",),
+        "checkpoint_interval": ("--save-every",),
+        "log_interval": ("--log-every",),
+    }
+
+    def __post_init__(self) -> None:
+        if isinstance(self.crop_size, list):
+            self.crop_size = tuple(self.crop_size)
+        crop = self.crop
+        if len(crop) not in (2, 3) or any(int(c) < 1 for c in crop):
+            raise ValueError(f"crop_size must be one int, (H, W) or (D, H, W) of positive ints, got {self.crop_size}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.pretrain_iterations < 0:
+            raise ValueError(f"pretrain_iterations must be >= 0, got {self.pretrain_iterations}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
+            raise ValueError(f"checkpoint_interval must be >= 1 or None, got {self.checkpoint_interval}")
+        if self.log_interval < 1:
+            raise ValueError(f"log_interval must be >= 1, got {self.log_interval}")
+        self.network_kwargs = dict(self.network_kwargs or {})
+
+    @property
+    def crop(self) -> tuple[int, ...]:
+        """The crop as one int per network axis: ``(H, W)`` or ``(D, H, W)``."""
+        if isinstance(self.crop_size, int):
+            return (int(self.crop_size),) * 2
+        return tuple(int(c) for c in self.crop_size)
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.crop)
+
+    def interval_for(self, iterations: int) -> int:
+        """The checkpoint interval of a run of ``iterations`` (``checkpoint_interval`` or ``iterations // 10``)."""
+        return int(self.checkpoint_interval or max(1, iterations // 10))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly dict (the crop as a list)."""
+        d = asdict(self)
+        d["crop_size"] = list(self.crop)
+        return d
+
+    def replace(self, **changes: Any) -> Recipe:
+        return replace(self, **changes)
+
+
+#: ``mtbio demo``'s recipe: the synthetic domains are small and easy, so a small network trained from scratch for
+#: 1000 iterations on 128 px crops adapts in minutes on a CPU (docs/uda.md "ramp-up"); the validated real-data
+#: recipe (:class:`Recipe`'s defaults) takes about an hour per strategy there.
+DEMO_RECIPE = Recipe(network="small_unet", iterations=1000, pretrain_iterations=0, crop_size=128)

@@ -1,0 +1,599 @@
+"""The one path of a training run: a :class:`RunSpec` in, :func:`run_training` does everything, a weights record out.
+
+Every entry point (``mtbio train``, ``mtbio demo``, the bundle workflow's ``train``, the benchmarks) builds a
+:class:`RunSpec` and calls :func:`run_training`, which owns:
+
+* the training grid (the source resampled to the target's voxel size, :func:`mtbio.data.resample.training_grid`);
+* the source-only pre-training when ``recipe.pretrain_iterations > 0``: a run of its own in ``pretrain_out``
+  (default ``OUT/pretrain``), reused when its weights file holds that many iterations, resumed when interrupted;
+  the strategy then starts from its EMA weights (student and teacher);
+* checkpoint discovery and resume (``resume``: ``"auto"`` continues from the newest checkpoint and keeps a finished
+  run, ``"require"`` needs a checkpoint, ``"never"`` refuses a folder that holds checkpoints), refusing a resume
+  with other training settings than the run's ``config.json``;
+* resumable checkpoints (:func:`~mtbio.uda.trainer.attach_checkpointing`), the console log (MONAI
+  ``StatsHandler``), TensorBoard (``OUT/tb``) and a progress bar (``tqdm``, on terminals);
+* SIGINT / SIGTERM: the trainer stops after the current iteration with a checkpoint
+  (:class:`~mtbio.uda.interrupt.TrainingInterrupted` propagates, exit status 130 / 143);
+* ``OUT/config.json`` (the resolved settings) and the weights record (:mod:`mtbio.networks.weights`), written once
+  at the end, with the voxel size, normalisation, strategy, seed, crop, UDA config, network, provenance and
+  ``extra["source_foreground_fraction"]`` (what ``mtbio score``'s collapse rule compares against).
+
+Layout of ``out``::
+
+    out/config.json                          resolved settings of the run
+    out/checkpoint_[final_]iteration=N.pt    resumable checkpoints (student, teacher, optimizer, iteration)
+    out/tb/                                  TensorBoard logs
+    out/validation.json                      target validation history (when ``eval_image`` is given)
+    out/final.pt                             the weights record (``weights`` overrides the path)
+    out/pretrain/...                         the pre-training run, same layout (``pretrain_out`` overrides it)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from mtbio.data.normalize import default_normalization
+from mtbio.provenance import git_hash, write_json_atomic
+from mtbio.uda.config import UDAConfig
+from mtbio.uda.recipe import PRETRAIN_SEED_OFFSET, Recipe
+from mtbio.uda.strategy import Strategy, strategy_spec
+
+__all__ = ["RunResult", "RunSpec", "run_training"]
+
+Resume = Literal["auto", "require", "never"]
+#: settings a resumed run may change (they do not change the trained weights)
+RESUME_MAY_CHANGE = frozenset({"recipe.checkpoint_interval", "recipe.log_interval"})
+
+
+@dataclass
+class RunSpec:
+    """Everything one training run needs.
+
+    Attributes:
+        out: the run folder (layout in the module docstring).
+        config: the UDA step (:class:`~mtbio.uda.config.UDAConfig`; its ``strategy`` is the run's).
+        recipe: the training settings (:class:`~mtbio.uda.recipe.Recipe`; the validated values by default).
+        source_image: labelled source ``(Z, Y, X)`` volume (``None`` when the strategy uses no source).
+        source_label: its labels.
+        target_image: unlabelled target ``(Z, Y, X)`` volume (``None`` for source-only).
+        target_label: target labels, read only by the ``oracle`` strategy.
+        source_voxel_size: source voxel size ``(z, y, x)`` in nm overriding the volume's ``voxel_size``.
+        target_voxel_size: target voxel size ``(z, y, x)`` in nm overriding the volume's ``voxel_size``.
+        resample: resample the source to the target's voxel size when they differ by more than 10 %.
+        source_description: what the source data is (recorded in the weights' provenance).
+        target_description: what the target data is.
+        network: a network module built elsewhere (a bundle's ``network_def``; copied and re-initialised from the
+            seed) instead of ``recipe.network``.
+        init_weights: start weights (a weights file or a ``state_dict``); the pre-training, when there is one,
+            starts from them, else the run does. ``None`` = a random initialisation from the seed.
+        weights: the weights file written at the end (default ``out/final.pt``).
+        pretrain_out: the pre-training's run folder (default ``out/pretrain``; may be shared by runs of one seed).
+        pretrain_weights: the pre-training's weights file (default ``pretrain_out/final.pt``).
+        device: training device.
+        distributed: data parallel over the initialised ``torch.distributed`` process group (files on rank 0).
+        in_memory: read the volumes into memory once (``False`` slices them lazily).
+        stop_after: end this call after iteration N of a stage (a time-boxed job); calling again resumes.
+        resume: ``"auto"``, ``"require"`` or ``"never"`` (module docstring).
+        eval_image: labelled target image to validate the teacher on (``None`` = no validation).
+        eval_label: its labels.
+        val_interval: validate every N iterations (0 = only at the end).
+        n_saved: periodic checkpoints kept.
+        logger: name of the logger of the losses and messages.
+        progress: show a progress bar (on terminals only).
+        record: further plain values for ``config.json`` (e.g. the command line).
+    """
+
+    out: Path
+    config: UDAConfig = field(default_factory=UDAConfig)
+    recipe: Recipe = field(default_factory=Recipe)
+    source_image: Any = None
+    source_label: Any = None
+    target_image: Any = None
+    target_label: Any = None
+    source_voxel_size: tuple[float, ...] | None = None
+    target_voxel_size: tuple[float, ...] | None = None
+    resample: bool = True
+    source_description: str | None = None
+    target_description: str | None = None
+    network: torch.nn.Module | None = None
+    init_weights: str | Path | Mapping[str, torch.Tensor] | None = None
+    weights: Path | None = None
+    pretrain_out: Path | None = None
+    pretrain_weights: Path | None = None
+    device: str | torch.device = "cpu"
+    distributed: bool = False
+    in_memory: bool = True
+    stop_after: int | None = None
+    resume: Resume = "auto"
+    eval_image: Any = None
+    eval_label: Any = None
+    val_interval: int = 0
+    n_saved: int = 2
+    logger: str = "mtbio.train"
+    progress: bool = True
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.resume not in ("auto", "require", "never"):
+            raise ValueError(f"resume must be 'auto', 'require' or 'never', got {self.resume!r}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError(f"stop_after must be >= 1 or None, got {self.stop_after}")
+        if (self.eval_image is None) != (self.eval_label is None):
+            raise ValueError("eval_image and eval_label go together")
+        spec = strategy_spec(self.config.strategy)
+        name = self.config.strategy.value
+        if spec.uses_source and (self.source_image is None or self.source_label is None):
+            raise ValueError(f"strategy {name} needs a source image and labels")
+        if spec.uses_target and self.target_image is None:
+            raise ValueError(f"strategy {name} needs a target image")
+        if spec.target_supervised and self.target_label is None:
+            raise ValueError(f"strategy {name} needs target labels")
+        if self.recipe.pretrain_iterations > 0 and (self.source_image is None or self.source_label is None):
+            raise ValueError("pretrain_iterations > 0 needs a source image and labels")
+
+    @property
+    def weights_path(self) -> Path:
+        return Path(self.weights) if self.weights is not None else self.out / "final.pt"
+
+    @property
+    def pretrain_dir(self) -> Path:
+        return Path(self.pretrain_out) if self.pretrain_out is not None else self.out / "pretrain"
+
+    @property
+    def pretrain_weights_path(self) -> Path:
+        return Path(self.pretrain_weights) if self.pretrain_weights is not None else self.pretrain_dir / "final.pt"
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_training` did.
+
+    Attributes:
+        weights: the weights file, or ``None`` when this call stopped early (``stop_after``).
+        iteration: completed iterations of the last stage run (the strategy's, or the pre-training's when that
+            stopped early).
+        complete: the run has all its iterations (and its weights file).
+        seconds: training wall-clock seconds of the strategy's stage in this call (0 when it was already done).
+        sec_per_iter: ``seconds`` per iteration trained in this call (``None`` when none was).
+        resumed_from: the checkpoint the strategy's stage resumed from.
+        pretrain: ``"trained"``, ``"reused"`` (the cached pre-training), ``"stopped"`` (the pre-training stopped
+            early, ``stop_after``: the strategy did not start) or ``None`` (no pre-training).
+        validation: the target validation history (``None`` without ``eval_image``).
+        voxel_size: the training grid's voxel size (network axes, nm) or ``None``.
+        grid_note: what was done to bring the volumes to one grid.
+    """
+
+    weights: Path | None
+    iteration: int
+    complete: bool
+    seconds: float = 0.0
+    sec_per_iter: float | None = None
+    resumed_from: Path | None = None
+    pretrain: str | None = None
+    validation: list[dict[str, float]] | None = None
+    voxel_size: list[float] | None = None
+    grid_note: str = ""
+    trained_network: torch.nn.Module | None = field(default=None, repr=False)
+
+    def teacher(self, network: torch.nn.Module | None = None) -> torch.nn.Module:
+        """The EMA teacher in eval mode: the trained module when this call trained it, else rebuilt from the
+        weights file (loaded into a copy of ``network`` when the record names no mtbio network)."""
+        if self.trained_network is not None:
+            return self.trained_network.eval()
+        if self.weights is None:
+            raise ValueError("the run stopped before its end: no weights")
+        from mtbio.networks.weights import read_weights
+
+        record = read_weights(self.weights)
+        if record.network is None and network is not None:
+            import copy
+
+            return record.load_into(copy.deepcopy(network), self.weights).eval()
+        return record.build_network(self.weights)
+
+
+def run_training(spec: RunSpec) -> RunResult:
+    """Run (or resume, or reuse) the training ``spec`` describes; see the module docstring.
+
+    Returns:
+        A :class:`RunResult`.
+
+    Raises:
+        TrainingInterrupted: SIGINT / SIGTERM stopped the run (a checkpoint of the completed iterations is written).
+        FileExistsError: ``resume="never"`` and the run folder holds checkpoints.
+        FileNotFoundError: ``resume="require"`` and there is no checkpoint.
+        ValueError: a resume with other settings than the recorded ones; start weights that do not fit.
+    """
+    from mtbio.data.resample import training_grid
+
+    log = logging.getLogger(spec.logger)
+    recipe, cfg = spec.recipe, spec.config
+    uses = strategy_spec(cfg.strategy)
+    pretraining = recipe.pretrain_iterations > 0
+    need_source = uses.uses_source or pretraining
+    vs = (
+        None if spec.source_voxel_size is None else tuple(spec.source_voxel_size),
+        None if spec.target_voxel_size is None else tuple(spec.target_voxel_size),
+    )
+    grid = training_grid(
+        spec.source_image if need_source else None,
+        spec.source_label if need_source else None,
+        spec.target_image if uses.uses_target else None,
+        spec.target_label if uses.target_supervised else None,
+        spatial_dims=recipe.spatial_dims,
+        source_voxel_size=vs[0],
+        target_voxel_size=vs[1],
+        resample=spec.resample,
+    )
+    _info(log, f"voxel size: {grid.note}")
+    fraction = _foreground_fraction(spec.source_label) if need_source else None
+    init_state, parent = _start_state(spec)
+    main_policy = _policies(spec) if pretraining else spec.resume
+    pretrain = None
+    if pretraining:
+        pre_cfg = replace(cfg, strategy=Strategy.SOURCE_ONLY)
+        path = spec.pretrain_weights_path
+        cached = _cached_pretrain(path, recipe, recipe.seed + PRETRAIN_SEED_OFFSET)
+        if cached is not None:
+            _info(log, f"pretrain: reusing {path}")
+            pretrain = "reused"
+        else:
+            stage = _Stage(
+                spec, "pretrain", pre_cfg, recipe.pretrain_iterations, recipe.seed + PRETRAIN_SEED_OFFSET,
+                spec.pretrain_dir, path, "auto",
+            )  # fmt: skip
+            done = stage.run(grid, init_state, parent, fraction)
+            if not done.complete:
+                return replace(done, pretrain="stopped")
+            pretrain = "trained"
+        from mtbio.networks.weights import read_weights
+
+        init_state, parent = read_weights(path).teacher, str(path)
+    stage = _Stage(
+        spec, cfg.strategy.value, cfg, recipe.iterations, recipe.seed, spec.out, spec.weights_path, main_policy
+    )
+    result = stage.run(grid, init_state, parent, fraction, pretrained=pretraining)
+    result.pretrain = pretrain
+    return result
+
+
+class _Stage:
+    """One resumable run of ``iterations`` in ``run_dir`` -> ``weights``."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        name: str,
+        config: UDAConfig,
+        iterations: int,
+        seed: int,
+        run_dir: Path,
+        weights: Path,
+        resume: Resume,
+    ) -> None:
+        self.spec, self.name, self.config, self.iterations, self.seed = spec, name, config, int(iterations), int(seed)
+        self.run_dir, self.weights, self.resume = Path(run_dir), Path(weights), resume
+        self.log = logging.getLogger(spec.logger)
+
+    def settings(self, grid: Any, parent: str | None, pretrained: bool) -> dict[str, Any]:
+        """The values that decide the trained weights (compared on resume)."""
+        recipe = self.spec.recipe.to_dict()
+        recipe.update(iterations=self.iterations, seed=self.seed)
+        if self.name == "pretrain":
+            recipe["pretrain_iterations"] = 0
+        return json.loads(
+            json.dumps(
+                {
+                    "recipe": recipe,
+                    "config": self.config.to_dict(),
+                    "voxel_size": None if grid.voxel_size is None else [float(v) for v in grid.voxel_size],
+                    "parent": parent,
+                    "pretrained": pretrained,
+                }
+            )
+        )
+
+    def run(
+        self, grid: Any, init_state: Any, parent: str | None, fraction: float | None, *, pretrained: bool = False
+    ) -> RunResult:
+        from ignite.engine import Events
+
+        from mtbio.uda.experiment import build_trainer, save_weights
+        from mtbio.uda.trainer import TrainingInterrupted, attach_checkpointing, latest_checkpoint, load_checkpoint
+
+        spec, recipe, log, rank = self.spec, self.spec.recipe, self.log, _rank()
+        checkpoint = latest_checkpoint(self.run_dir) if self.run_dir.is_dir() else None
+        if self.resume == "never" and checkpoint is not None:
+            raise FileExistsError(
+                f"{self.run_dir} already holds checkpoints: resume the run (mtbio train --resume) or choose another "
+                "output folder"
+            )
+        if self.resume == "require" and checkpoint is None:
+            raise FileNotFoundError(f"{self.run_dir}: no checkpoint_iteration=N.pt to resume from")
+        settings = self.settings(grid, parent, pretrained)
+        if checkpoint is not None:
+            _check_resume(self.run_dir / "config.json", settings)
+        done_at = int(checkpoint.stem.rsplit("=", 1)[1]) if checkpoint is not None else 0
+        base = RunResult(None, done_at, False, voxel_size=settings["voxel_size"], grid_note=grid.note)
+        if self.weights.is_file() and done_at >= self.iterations:
+            _info(log, f"{self.name}: already trained ({self.weights}); delete {self.run_dir} to retrain")
+            return replace(base, weights=self.weights, complete=True, resumed_from=checkpoint)
+        trainer = build_trainer(
+            config=self.config,
+            iterations=self.iterations,
+            source_image=grid.source_image,
+            source_label=grid.source_label,
+            target_image=grid.target_image,
+            target_label=grid.target_label,
+            crop_size=recipe.crop,
+            batch_size=recipe.batch_size,
+            network=spec.network if spec.network is not None else recipe.network,
+            network_kwargs=recipe.network_kwargs,
+            lr=recipe.lr,
+            seed=self.seed,
+            device=spec.device,
+            in_memory=spec.in_memory,
+            distributed=spec.distributed,
+            init_state=init_state,
+        )
+        meta = self.meta(grid, parent, fraction, pretrained)
+        if rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            resolved = {
+                **meta,
+                **settings,
+                "iterations": self.iterations,
+                "batch_size": recipe.batch_size,
+                "lr": recipe.lr,
+                "init_weights": parent,
+                "data": {"source": spec.source_description, "target": spec.target_description},
+                "world_size": trainer.world_size,
+                "device": str(spec.device),
+                "argv": sys.argv,
+                "resumed_from": None if checkpoint is None else str(checkpoint),
+                "versions": _versions(),
+                **spec.record,
+            }
+            write_json_atomic(self.run_dir / "config.json", resolved)
+            _attach_logging(trainer, self.run_dir, recipe.log_interval, spec.logger)
+        else:  # one console log per run
+            trainer.logger.setLevel(logging.WARNING)
+        # on every rank: ignite's saver writes on rank 0 only, and its set-up is collective under torch.distributed
+        attach_checkpointing(trainer, self.run_dir, recipe.interval_for(self.iterations), n_saved=spec.n_saved)
+        if checkpoint is not None:
+            load_checkpoint(trainer, checkpoint)
+            _info(log, f"{self.name}: resuming from {checkpoint}")
+        if spec.stop_after is not None and spec.stop_after < self.iterations:
+            trainer.add_event_handler(Events.ITERATION_COMPLETED(once=int(spec.stop_after)), lambda e: e.terminate())
+        validation = None
+        if spec.eval_image is not None and self.name != "pretrain":
+            from mtbio.uda.evaluate import TargetValidation
+
+            crop = recipe.crop
+            roi = crop if len(crop) == 3 else tuple(max(c, 256) for c in crop)
+            validation = TargetValidation(spec.eval_image, spec.eval_label, roi_size=roi, interval=spec.val_interval)
+            validation.attach(trainer)
+        bar = _progress(trainer, self.name, self.iterations, done_at, spec.progress and rank == 0)
+        t0 = time.perf_counter()
+        try:
+            state = trainer.fit()
+        except TrainingInterrupted as stop:  # checkpoint of the completed iterations written; exits 130 / 143
+            if rank == 0:
+                log.warning(f"{self.name}: {stop}")
+            raise
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        trained = int(state.iteration) - done_at
+        base = replace(base, iteration=int(state.iteration), resumed_from=checkpoint, seconds=seconds)
+        base.sec_per_iter = seconds / trained if trained > 0 else None
+        if validation is not None:
+            base.validation = validation.history
+            if rank == 0:
+                write_json_atomic(self.run_dir / "validation.json", validation.history)
+        if state.iteration < self.iterations:
+            _info(log, f"{self.name}: stopped at iteration {state.iteration} of {self.iterations}; run again to resume")
+            return base
+        if rank == 0:
+            save_weights(trainer, self.weights, meta)
+            _info(log, f"{self.name}: {self.iterations} iterations in {seconds:.0f} s -> {self.weights}")
+        if spec.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()  # every rank reads the weights rank 0 just wrote
+        return replace(base, weights=self.weights, complete=True, trained_network=trainer.teacher.module)
+
+    def meta(self, grid: Any, parent: str | None, fraction: float | None, pretrained: bool) -> dict[str, Any]:
+        """The weights record's fields (as :func:`~mtbio.networks.weights.record_from_meta` reads them)."""
+        spec, recipe = self.spec, self.spec.recipe
+        named = spec.network is None
+        meta: dict[str, Any] = {
+            "strategy": self.config.strategy.value,
+            "seed": self.seed,
+            "network": recipe.network if named else type(spec.network).__name__,
+            "spatial_dims": recipe.spatial_dims,
+            "crop": list(recipe.crop),
+            "config": self.config.to_dict(),
+            "voxel_size": None if grid.voxel_size is None else [float(v) for v in grid.voxel_size],
+            "normalization": default_normalization(recipe.spatial_dims).value,  # mtbio's one rule
+            "provenance": {
+                "source": spec.source_description,
+                "target": spec.target_description,
+                "parent": parent,
+                "git": git_hash(),
+            },
+            "iterations": self.iterations,
+            "pretrained": pretrained,
+            "recipe": recipe.to_dict(),
+            "source_foreground_fraction": fraction,
+        }
+        if named:
+            meta["network_kwargs"] = dict(recipe.network_kwargs)
+        return meta
+
+
+def _policies(spec: RunSpec) -> Resume:
+    """The strategy stage's resume policy of a run with a pre-training (which itself always resumes or is reused):
+    ``"require"`` is met by a pre-training in progress or done (the run was stopped before the strategy started);
+    ``"never"`` also refuses a pre-training in progress inside ``out``."""
+    from mtbio.uda.trainer import latest_checkpoint
+
+    pre_dir = spec.pretrain_dir
+    pre_started = (pre_dir.is_dir() and latest_checkpoint(pre_dir) is not None) or spec.pretrain_weights_path.is_file()
+    main_started = spec.out.is_dir() and latest_checkpoint(spec.out) is not None
+    if spec.resume == "require" and not main_started and pre_started:
+        return "auto"
+    if spec.resume == "never" and pre_dir.is_dir() and pre_dir.parent == spec.out and latest_checkpoint(pre_dir):
+        raise FileExistsError(
+            f"{pre_dir} already holds checkpoints: resume the run (mtbio train --resume) or choose another output "
+            "folder"
+        )
+    return spec.resume
+
+
+def _info(log: logging.Logger, message: str) -> None:
+    if _rank() == 0:
+        log.info(message)
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _versions() -> dict[str, str]:
+    import monai
+
+    from mtbio import __version__
+
+    return {"mtbio": __version__, "monai": monai.__version__, "torch": torch.__version__, "numpy": np.__version__}
+
+
+def _start_state(spec: RunSpec) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """(state_dict, its description for the provenance) of ``spec.init_weights``."""
+    start = spec.init_weights
+    if start is None:
+        return None, None
+    if isinstance(start, Mapping):
+        return dict(start), "state_dict"
+    from mtbio.networks.weights import read_weights
+
+    record = read_weights(start)
+    network = spec.recipe.network if spec.network is None else None
+    if network is not None and record.network not in (None, network):
+        raise ValueError(f"start weights {start} hold a {record.network!r} network, this run builds {network!r}")
+    return record.teacher, str(start)
+
+
+def _cached_pretrain(path: Path, recipe: Recipe, seed: int) -> Path | None:
+    """``path`` when it holds a finished pre-training of this recipe (iterations, seed, crop), else ``None``."""
+    if not path.is_file():
+        return None
+    from mtbio.networks.weights import WeightsError, read_weights
+
+    try:
+        record = read_weights(path)
+    except WeightsError:
+        return None
+    same = record.iteration == recipe.pretrain_iterations and record.strategy == Strategy.SOURCE_ONLY.value
+    same = same and record.seed == seed and record.crop == list(recipe.crop)
+    return path if same else None
+
+
+def _foreground_fraction(label: Any) -> float | None:
+    """The labelled (foreground) fraction of the source labels (a volume or a list of volumes)."""
+    if label is None:
+        return None
+    labels = list(label) if isinstance(label, list | tuple) else [label]
+    fg = total = 0.0
+    for lab in labels:
+        size = float(np.prod(lab.shape))
+        if hasattr(lab, "_backend") and getattr(lab, "dtype", None) == np.bool_:
+            from mtbio.data.labels import foreground_fraction
+
+            fg += foreground_fraction(lab) * size
+        else:
+            fg += float(np.count_nonzero(np.asarray(lab[:]) > 0))
+        total += size
+    return fg / total if total else None
+
+
+def _check_resume(config: Path, now: Mapping[str, Any]) -> None:
+    """Refuse to resume with other training settings than the run's ``config.json`` records (the result would be
+    neither run); settings the file does not record are not compared."""
+    if not config.is_file():
+        return
+    try:
+        saved = json.loads(config.read_text())
+        if not isinstance(saved, dict):
+            raise TypeError("not a JSON object")
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"resume: {config} is not a run configuration ({err})") from None
+    a, b = _flat(saved), _flat(now)
+    changed = [f"{k} {a[k]} -> {b[k]}" for k in sorted(b) if k in a and k not in RESUME_MAY_CHANGE and a[k] != b[k]]
+    if changed:
+        raise ValueError(
+            f"resume with other settings than the run in {config.parent} ({'; '.join(changed)}): resume with the "
+            "same settings, or start a new run folder (its final weights can be the new run's start weights)"
+        )
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and k in ("recipe", "config", "augment"):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif prefix or k in ("voxel_size", "parent", "pretrained"):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _attach_logging(trainer: Any, run_dir: Path, every: int, name: str) -> None:
+    """Console losses every ``every`` iterations (MONAI ``StatsHandler`` on logger ``name``) and TensorBoard."""
+    from monai.handlers import StatsHandler
+
+    every = max(1, int(every))
+
+    def every_n(_: Any, iteration: int) -> bool:  # StatsHandler takes an event filter, not an interval
+        return iteration % every == 0
+
+    StatsHandler(
+        name=name, iteration_log=every_n, epoch_log=False, tag_name="train", output_transform=lambda o: o
+    ).attach(trainer)
+    logger = logging.getLogger(name)
+    if not logger.hasHandlers():
+        logger.addHandler(logging.StreamHandler())
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        from monai.handlers import TensorBoardStatsHandler
+
+        TensorBoardStatsHandler(
+            log_dir=str(run_dir / "tb"), iteration_log=every, epoch_log=False, output_transform=lambda o: o
+        ).attach(trainer)
+    except (ImportError, ModuleNotFoundError, RuntimeError):  # tensorboard is optional
+        pass
+
+
+def _progress(trainer: Any, name: str, total: int, initial: int, show: bool) -> Any:
+    """A ``tqdm`` bar over the iterations (shown on terminals only)."""
+    from ignite.engine import Events
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=total, initial=initial, desc=f"train {name}", unit="it", leave=False, disable=None if show else True
+    )
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: bar.update(1))
+    return bar

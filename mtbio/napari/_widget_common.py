@@ -123,3 +123,24 @@ def report_error(status: Any, err: BaseException) -> None:
 
     status.value = f"error: {err}"
     show_error(f"mtbio: {err}")
+
+
+def start_worker(widget: Any, func: Any, *args: Any, on_done: Any, **kwargs: Any) -> Any:
+    """Run ``func(*args, **kwargs)`` in a napari thread worker for a widget with ``run_button``, ``status``,
+    ``busy`` and ``worker``: the button is disabled and ``busy`` set while it runs, ``on_done(result)`` gets the
+    result, an error goes to the status line (:func:`report_error`). Returns the started worker."""
+    from napari.qt.threading import create_worker
+
+    def finished() -> None:
+        widget.busy = False
+        widget.run_button.enabled = True
+
+    widget.run_button.enabled = False
+    widget.busy = True
+    worker = create_worker(func, *args, _start_thread=False, _ignore_errors=True, **kwargs)
+    worker.returned.connect(on_done)
+    worker.errored.connect(lambda err: report_error(widget.status, err))
+    worker.finished.connect(finished)
+    widget.worker = worker
+    worker.start()
+    return worker

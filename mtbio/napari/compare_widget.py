@@ -30,7 +30,7 @@ from mtbio.napari._widget_common import (
     jump_to_section,
     layer_picker,
     report,
-    report_error,
+    start_worker,
 )
 
 #: how many sections the worst-section list offers
@@ -177,8 +177,6 @@ class CompareWidget(Container):
 
     def start(self) -> Any:
         """Add the difference layer and start the per-section comparison in a thread worker."""
-        from napari.qt.threading import create_worker
-
         try:
             prob_a, prob_b, label = self._inputs()
         except ValueError as err:
@@ -202,28 +200,16 @@ class CompareWidget(Container):
             ),
         )
         report(self.status, "comparing ...")
-        self.run_button.enabled = False
-        self.busy = True
-        worker = create_worker(
+        return start_worker(
+            self,
             compare,
             prob_a,
             prob_b,
             label,
             threshold=threshold,
             metric=Metric(self.metric.value),
-            _start_thread=False,
-            _ignore_errors=True,
+            on_done=self._on_done,
         )
-        worker.returned.connect(self._on_done)
-        worker.errored.connect(lambda err: report_error(self.status, err))
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        worker.start()
-        return worker
-
-    def _on_finished(self) -> None:
-        self.busy = False
-        self.run_button.enabled = True
 
     def _on_done(self, result: Comparison) -> None:
         self.result = result

@@ -9,7 +9,7 @@ from typing import Any
 import napari
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton
 
-from mtbio.napari._widget_common import report, report_error
+from mtbio.napari._widget_common import report, start_worker
 
 BUNDLE = "bundle"
 
@@ -61,8 +61,6 @@ class ExportWidget(Container):
 
     def start(self) -> Any:
         """Start the export in a thread worker (``None`` when an input is missing)."""
-        from napari.qt.threading import create_worker
-
         model, out = self.model_path.value, self.output.value
         if model is None or str(model) in ("", "."):
             report(self.status, "error: choose a bundle folder or a weights file")
@@ -71,9 +69,8 @@ class ExportWidget(Container):
             report(self.status, "error: choose an output (.onnx / .pt file, or a folder for bioimageio)")
             return None
         report(self.status, f"exporting {self.format.value} ...")
-        self.run_button.enabled = False
-        self.busy = True
-        worker = create_worker(
+        return start_worker(
+            self,
             export_job,
             self.network.value,
             Path(model),
@@ -81,19 +78,8 @@ class ExportWidget(Container):
             Path(out),
             self.roi.value,
             bool(self.test.value),
-            _start_thread=False,
-            _ignore_errors=True,
+            on_done=self._on_done,
         )
-        worker.returned.connect(self._on_done)
-        worker.errored.connect(lambda err: report_error(self.status, err))
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        worker.start()
-        return worker
-
-    def _on_finished(self) -> None:
-        self.busy = False
-        self.run_button.enabled = True
 
     def _on_done(self, summary: dict[str, Any]) -> None:
         self.result = summary

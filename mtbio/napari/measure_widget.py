@@ -10,7 +10,13 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, Table
 
 from mtbio.napari._options import DEFAULT_THRESHOLD
-from mtbio.napari._widget_common import add_or_replace, full_resolution, layer_picker, report, report_error
+from mtbio.napari._widget_common import (
+    add_or_replace,
+    full_resolution,
+    layer_picker,
+    report,
+    start_worker,
+)
 
 #: columns shown in the table (all are computed; the CSV / Parquet export of ``mtbio measure`` has every one)
 SHOWN = ("id", "voxel_count", "volume_nm3", "area_nm2", "surface_nm2", "perimeter_nm", "equivalent_diameter_nm",
@@ -61,8 +67,6 @@ class MeasureWidget(Container):
 
     def start(self) -> Any:
         """Start labelling (store layers) and measuring in a thread worker."""
-        from napari.qt.threading import create_worker
-
         layer = self.layer.value
         if layer is None:
             report(self.status, "error: choose a prediction-store layer or a labels layer")
@@ -72,28 +76,16 @@ class MeasureWidget(Container):
             report(self.status, f"error: {layer.name!r} is neither a prediction store's layer nor a labels layer")
             return None
         report(self.status, "measuring ...")
-        self.run_button.enabled = False
-        self.busy = True
-        worker = create_worker(
+        return start_worker(
+            self,
             measure_layer_data,
             dict(layer.metadata) if is_store else {},
             full_resolution(layer),
             tuple(float(s) for s in layer.scale),
             threshold=float(self.threshold.value),
             watershed=self.split.value == "watershed",
-            _start_thread=False,
-            _ignore_errors=True,
+            on_done=lambda out: self._on_done(layer, *out),
         )
-        worker.returned.connect(lambda out: self._on_done(layer, *out))
-        worker.errored.connect(lambda err: report_error(self.status, err))
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        worker.start()
-        return worker
-
-    def _on_finished(self) -> None:
-        self.busy = False
-        self.run_button.enabled = True
 
     def _on_done(self, layer: napari.layers.Layer, table: Any, labels: Any) -> None:
         from mtbio.napari._layers import lazy

@@ -44,20 +44,27 @@ PRETRAIN_SEED_OFFSET = 10_000
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from mtbio.uda.recipe import Recipe
+
+    recipe = Recipe()  # the validated recipe's defaults: this benchmark selects among its checkpoints
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="folder holding vnc3/ and lucchi_pp/ (release layouts)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--directions", default=",".join(DIRECTIONS))
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--iters", type=int, default=800, help="iterations per run after the source-only start")
-    p.add_argument("--pretrain", type=int, default=800, help="source-only iterations of each seed's start")
+    p.add_argument(
+        "--iters", type=int, default=recipe.iterations, help="iterations per run after the source-only start"
+    )
+    p.add_argument(
+        "--pretrain", type=int, default=recipe.pretrain_iterations, help="source-only iterations of each seed's start"
+    )
     p.add_argument("--every", type=int, default=200, help="measure a checkpoint every N iterations")
     p.add_argument("--collapses", type=int, default=3, help="forced-collapse runs per direction")
     p.add_argument("--collapse-lambda-cm", type=float, default=10.0)
-    p.add_argument("--network", default="unet")
-    p.add_argument("--crop", type=int, default=192)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--network", default=recipe.network)
+    p.add_argument("--crop", type=int, default=recipe.crop[-1])
+    p.add_argument("--batch", type=int, default=recipe.batch_size)
     p.add_argument("--eval-sections", type=int, default=None, help="score only the first N test sections")
     p.add_argument("--eval-roi", type=int, default=384)
     p.add_argument("--score-crops", type=int, default=16, help="crops of the label-free score sample")

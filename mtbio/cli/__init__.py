@@ -1,4 +1,4 @@
-"""The ``mtbio`` command line: ``mtbio synth | train | predict | evaluate | score | measure | export | demo``.
+"""The ``mtbio`` command line: ``mtbio synth | train | adapt | predict | evaluate | score | measure | export | demo``.
 
 Each sub-command lives in its own module of this package with ``register(subparsers)``; a module imports
 its heavy dependencies inside its handler so ``mtbio --help`` stays fast.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from mtbio.errors import USER_ERRORS
 
 #: sub-command modules, in the order ``mtbio --help`` lists them
-COMMANDS = ("synth", "train", "predict", "evaluate", "score", "measure", "export", "demo")
+COMMANDS = ("synth", "train", "adapt", "predict", "evaluate", "score", "measure", "export", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

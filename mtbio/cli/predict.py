@@ -98,16 +98,21 @@ def _cli_form(tp: Any) -> dict[str, Any]:
     return kwargs if conv is None else {"type": conv, "metavar": metavar, **kwargs}
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, base: InferenceSettings = TOOL_DEFAULTS) -> None:
+def add_settings_arguments(
+    parser: argparse.ArgumentParser, base: InferenceSettings = TOOL_DEFAULTS, *, exclude: Sequence[str] = ()
+) -> None:
     """One flag per :class:`InferenceSettings` field (``--field-name`` plus :data:`FLAG_ALIASES`), its help the field's
     line of the class docstring and the default shown ``base``'s; a flag not given is absent from the namespace
-    (:func:`settings_from_args` then keeps ``base``'s value): no default is restated here."""
+    (:func:`settings_from_args` then keeps ``base``'s value): no default is restated here. Fields in ``exclude`` get
+    no flag (the entry point fixes them)."""
     from mtbio.uda.options import _plain_doc, field_docs
 
     docs = field_docs(InferenceSettings)
     hints = typing.get_type_hints(InferenceSettings)
     group = parser.add_argument_group("inference settings (mtbio.inference.settings.InferenceSettings)")
     for f in dataclasses.fields(InferenceSettings):
+        if f.name in exclude:
+            continue
         default = getattr(base, f.name)
         shown = default.value if isinstance(default, enum.Enum) else default
         if isinstance(shown, tuple):

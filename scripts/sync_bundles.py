@@ -45,8 +45,11 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "train.yaml": (UDA_FRAGMENT, "train_shared.yaml"),
     "inference.yaml": ("inference_shared.yaml",),
     "evaluate.yaml": ("evaluate_shared.yaml",),
+    "adapt.yaml": ("adapt_shared.yaml",),
     "multi_gpu_train.yaml": ("multi_gpu_train_shared.yaml",),
 }
+#: config files a bundle may leave out (run ids it does not offer: ``adapt`` is in the em2d and em3d bundles)
+OPTIONAL = ("adapt.yaml",)
 #: UDAConfig fields the bundles do not expose (the workflow sets ``strategy`` per entry of ``strategies``)
 NOT_IN_BUNDLES = ("strategy",)
 BEGIN = "# >>> generated from configs/{name} by scripts/sync_bundles.py: edit there, not here"

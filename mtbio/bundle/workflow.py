@@ -1,5 +1,5 @@
-"""The three bundle workflows, called by the bundles' configs through ``_target_``: :func:`train`,
-:func:`predict` and :func:`evaluate`.
+"""The bundle workflows, called by the bundles' configs through ``_target_``: :func:`train`, :func:`predict`,
+:func:`evaluate` and :func:`adapt`.
 
 A bundle run lays out ``output_dir`` as::
 
@@ -9,8 +9,11 @@ A bundle run lays out ``output_dir`` as::
     output_dir/<strategy>/config.json                  the run's resolved configuration (every value after overrides)
     output_dir/predictions/<strategy>.zarr             prediction stores (OME-Zarr, full resolution at ``<store>/0``)
     output_dir/results.json, results.md                the metric table of ``evaluate``
+    output_dir/adapt/                                  the ``adapt`` run (:mod:`mtbio.uda.adapt`: pretrain/, masktwins/,
+                                                      prediction.zarr, selected.json, report.md, figures/)
     models_dir/<strategy>.pt, models_dir/model.pt      final weights (EMA teacher + student; ``model.pt`` = the
                                                       ``export`` strategy, what ``load_bundle_network`` reads)
+    models_dir/adapt.pt                                the weights ``adapt`` delivered (adapted or source-only)
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from mtbio.bundle.data import DomainPair, open_spec
 from mtbio.inference.settings import UNSET
 from mtbio.uda.interrupt import TrainingInterrupted
 
-__all__ = ["evaluate", "predict", "train"]
+__all__ = ["adapt", "evaluate", "predict", "train"]
 
 LOGGER = "mtbio.bundle"
 
@@ -298,3 +301,107 @@ def evaluate(
     print(f"\n{title or 'target test volume'}: {len(truth)} sections (per-section metrics, mean over sections)")
     print(table)
     return results
+
+
+def adapt(
+    *,
+    network: torch.nn.Module,
+    data: DomainPair,
+    uda: Mapping[str, Any] | None,
+    iterations: int,
+    crop_size: Sequence[int],
+    output_dir: str | os.PathLike,
+    models_dir: str | os.PathLike | None = None,
+    image: Any = None,
+    strategy: str = "masktwins",
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    checkpoint_interval: int | None = None,
+    log_interval: int | None = None,
+    pretrain_iterations: int | None = None,
+    device: str | torch.device = "cpu",
+    in_memory: bool = True,
+    stop_after: int | None = None,
+    resample: bool = True,
+    roi_size: Sequence[int] = UNSET,
+    overlap: float = UNSET,
+    normalize: str | None = UNSET,
+    figure_sections: int = 3,
+) -> dict[str, Any]:
+    """Adapt to the bundle's target volume without its labels (:func:`mtbio.uda.adapt.run_adapt`): the source-only
+    pre-training, ``strategy`` with every checkpoint scored label-free, the choice between the best adapted
+    checkpoint and the source-only start, the prediction of the target and the report, in ``output_dir``
+    (``prediction.zarr``, ``selected.json``, ``report.md``, ``figures/``, the runs). Running it again resumes.
+
+    Args:
+        network: the bundle's ``network_def`` (copied and re-initialised from ``seed``).
+        data: the volumes (:class:`~mtbio.bundle.data.DomainPair`): the labelled source and the target.
+        uda: keyword arguments of :class:`mtbio.uda.config.UDAConfig` (as for :func:`train`).
+        iterations, crop_size, batch_size, lr, seed, checkpoint_interval, log_interval, pretrain_iterations: the
+            :class:`~mtbio.uda.recipe.Recipe` (``None``: the Recipe's value; ``pretrain_iterations`` must be > 0:
+            the adapted model is compared with the source-only start).
+        output_dir: the adapt run's folder (:mod:`mtbio.uda.adapt`'s layout).
+        models_dir: where the delivered weights are copied as ``adapt.pt`` (``None``: not copied).
+        image: the volume to adapt to and predict, a volume or ``PATH[:KEY]`` (``None``: ``data.target_image``).
+        strategy: the UDA strategy (``masktwins``).
+        device: training and prediction device.
+        in_memory, stop_after, resample: as for :func:`train` (``resample`` also resamples the target to the
+            delivered model's voxel size for the prediction).
+        roi_size, overlap, normalize: the prediction's window settings (the bundle's inference.yaml), replacing those
+            of :data:`~mtbio.inference.settings.TOOL_DEFAULTS`.
+        figure_sections: target sections shown in the report.
+
+    Returns:
+        the ``selected.json`` content (empty when ``stop_after`` ended the training early).
+    """
+    from mtbio.inference.settings import TOOL_DEFAULTS, InferenceSettings
+    from mtbio.uda.adapt import AdaptSpec, PredictionInterrupted, run_adapt
+    from mtbio.uda.recipe import Recipe
+
+    given = dict(
+        batch_size=batch_size, lr=lr, seed=seed, log_interval=log_interval, pretrain_iterations=pretrain_iterations
+    )
+    recipe = Recipe(
+        network=type(network).__name__,
+        iterations=iterations,
+        crop_size=tuple(int(c) for c in crop_size),
+        checkpoint_interval=checkpoint_interval,
+        **{k: v for k, v in given.items() if v is not None},  # None: the Recipe's value
+    )
+    settings = InferenceSettings.merged(TOOL_DEFAULTS, roi_size=roi_size, overlap=overlap, normalize=normalize)
+    vs = dict(data.voxel_size or {})
+    own = image is None or image is data.target_image  # the pair's target: its voxel size and description
+    target = data.target_image if own else _as_volume(image, "image to adapt to")
+    spec = AdaptSpec(
+        out=Path(output_dir),
+        target_image=target,
+        source_image=data.source_image,
+        source_label=data.source_label,
+        config=_uda_config(uda, strategy),
+        recipe=recipe,
+        inference=settings,
+        target_voxel_size=vs.get("target") if own else None,
+        source_voxel_size=vs.get("source"),
+        resample=resample,
+        target_description=f"{data.description or 'bundle'} (target)" if own else str(image),
+        source_description=f"{data.description} (source)" if data.description else None,
+        network=network,
+        device=str(device),
+        in_memory=in_memory,
+        stop_after=stop_after,
+        figure_sections=figure_sections,
+        logger=f"{LOGGER}.adapt",
+        record={"data": data.description, "voxel_sizes": data.voxel_size},
+    )
+    try:
+        result = run_adapt(spec)
+    except (TrainingInterrupted, PredictionInterrupted):  # everything done so far is kept; exits 130 / 143
+        print("adapt: to resume, run the same command again", file=sys.stderr, flush=True)
+        raise
+    if not result.complete:
+        return {}
+    if models_dir is not None and result.checkpoint is not None:
+        Path(models_dir).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result.checkpoint, Path(models_dir) / "adapt.pt")
+    return dict(result.selected or {})

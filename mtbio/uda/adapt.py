@@ -354,7 +354,7 @@ def run_adapt(spec: AdaptSpec) -> AdaptResult:
         raise PredictionInterrupted(flag.signum, spec.out / PREDICTION)
     if store is None:
         output.append_timing(spec.out, call)
-        output.write_selected(spec.out, selected, call_done=False)
+        selected = output.write_selected(spec.out, selected, call_done=False)
         log.info("prediction stopped early; run the same command again to resume")
         return AdaptResult(
             complete=False, selected=selected, checkpoint=Path(selected["checkpoint"]),
@@ -372,7 +372,7 @@ def run_adapt(spec: AdaptSpec) -> AdaptResult:
     call["report"] = time.perf_counter() - t0
     timings = output.append_timing(spec.out, call, replace_last=True)
     selected.update(output.summed(timings, recipe))
-    output.write_selected(spec.out, selected, call_done=True)
+    selected = output.write_selected(spec.out, selected, call_done=True)
     log.info(f"wrote {spec.out / SELECTED_JSON}, {report} and {store}")
     return AdaptResult(
         complete=True, selected=selected, checkpoint=Path(selected["checkpoint"]), delivered=selected["delivered"],

@@ -128,9 +128,12 @@ def settings_record(spec: AdaptSpec) -> dict[str, Any]:
     )
 
 
-def write_selected(out: Path, selected: dict[str, Any], *, call_done: bool) -> None:
+def write_selected(out: Path, selected: dict[str, Any], *, call_done: bool) -> dict[str, Any]:
+    """Write ``out/selected.json`` (``complete`` = ``call_done``); returns what was written (plain JSON values)."""
     selected["complete"] = bool(call_done)
-    write_json_atomic(out / SELECTED_JSON, _jsonable(selected))
+    plain = _jsonable(selected)
+    write_json_atomic(out / SELECTED_JSON, plain)
+    return plain
 
 
 def done_iterations(run_dir: Path) -> int:

@@ -17,11 +17,13 @@ SYNTHETIC = {
     "seed": "@data_seed",
     "shape": "@data_shape",
 }
-#: config files of each workflow, in merge order (inference / evaluate / multi-GPU extend train.yaml)
+#: config files of each workflow, in merge order (inference / evaluate / multi-GPU extend train.yaml, adapt extends
+#: train.yaml and inference.yaml)
 WORKFLOW_CONFIGS = {
     "train": ("train.yaml",),
     "inference": ("train.yaml", "inference.yaml"),
     "evaluate": ("train.yaml", "evaluate.yaml"),
+    "adapt": ("train.yaml", "inference.yaml", "adapt.yaml"),
     "multi_gpu": ("train.yaml", "multi_gpu_train.yaml"),
 }
 

@@ -61,6 +61,8 @@ def test_bundles_generated_regions_are_up_to_date():
     assert not problems, "\n".join(problems) + "\n" + SYNC
     for bundle in BUNDLES:
         for file_name, names in sync.TARGETS.items():
+            if file_name in sync.OPTIONAL and not config(bundle, file_name).is_file():
+                continue
             assert set(names) <= set(sync.regions(config(bundle, file_name).read_text())), (bundle, file_name, SYNC)
 
 

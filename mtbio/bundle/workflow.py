@@ -324,6 +324,8 @@ def adapt(
     in_memory: bool = True,
     stop_after: int | None = None,
     resample: bool = True,
+    score_crops: int | None = None,
+    score_crop_size: int | None = None,
     roi_size: Sequence[int] = UNSET,
     overlap: float = UNSET,
     normalize: str | None = UNSET,
@@ -338,9 +340,9 @@ def adapt(
         network: the bundle's ``network_def`` (copied and re-initialised from ``seed``).
         data: the volumes (:class:`~mtbio.bundle.data.DomainPair`): the labelled source and the target.
         uda: keyword arguments of :class:`mtbio.uda.config.UDAConfig` (as for :func:`train`).
-        iterations, crop_size, batch_size, lr, seed, checkpoint_interval, log_interval, pretrain_iterations: the
-            :class:`~mtbio.uda.recipe.Recipe` (``None``: the Recipe's value; ``pretrain_iterations`` must be > 0:
-            the adapted model is compared with the source-only start).
+        iterations, crop_size, batch_size, lr, seed, checkpoint_interval, log_interval, pretrain_iterations,
+            score_crops, score_crop_size: the :class:`~mtbio.uda.recipe.Recipe` (``None``: the Recipe's value;
+            ``pretrain_iterations`` must be > 0: the adapted model is compared with the source-only start).
         output_dir: the adapt run's folder (:mod:`mtbio.uda.adapt`'s layout).
         models_dir: where the delivered weights are copied as ``adapt.pt`` (``None``: not copied).
         image: the volume to adapt to and predict, a volume or ``PATH[:KEY]`` (``None``: ``data.target_image``).
@@ -360,8 +362,9 @@ def adapt(
     from mtbio.uda.recipe import Recipe
 
     given = dict(
-        batch_size=batch_size, lr=lr, seed=seed, log_interval=log_interval, pretrain_iterations=pretrain_iterations
-    )
+        batch_size=batch_size, lr=lr, seed=seed, log_interval=log_interval, pretrain_iterations=pretrain_iterations,
+        score_crops=score_crops, score_crop_size=score_crop_size,
+    )  # fmt: skip
     recipe = Recipe(
         network=type(network).__name__,
         iterations=iterations,

@@ -46,7 +46,7 @@ import numpy as np
 
 from mtbio.inference.settings import TOOL_DEFAULTS, InferenceSettings
 from mtbio.uda import adapt_output as output
-from mtbio.uda.adapt_choice import check_source_model, choose, score_crop, score_crops, score_source_only
+from mtbio.uda.adapt_choice import check_source_model, choose, score_source_only
 from mtbio.uda.adapt_output import PREDICTION, SELECTED_JSON
 from mtbio.uda.config import UDAConfig
 from mtbio.uda.guard import read_scores, select_row
@@ -171,7 +171,7 @@ class AdaptSpec:
                 "adapt compares the adapted model with a source-only start: set pretrain_iterations > 0 or give a "
                 "source-only model (--source-model)"
             )
-        if score_crops(self.recipe) < 1:
+        if self.recipe.score_crops < 1:
             raise ValueError("adapt chooses a checkpoint by its label-free score: score_crops must be > 0")
         if self.figure_sections < 1:
             raise ValueError(f"figure_sections must be >= 1, got {self.figure_sections}")
@@ -225,8 +225,10 @@ class AdaptResult:
 
 
 def check_target(volume: Any, recipe: Recipe, name: str) -> None:
-    """Refuse a target that cannot be adapted to, before any training: not ``(Z, Y, X)``, smaller than the
-    training crop or the score crop, or constant (no signal: read section by section until one differs).
+    """Refuse a target that cannot be adapted to, before any training: not ``(Z, Y, X)``, smaller than the training
+    crop (the crops are not clipped: a smaller crop changes the recipe, so it is the user's choice), or constant (no
+    signal: read section by section until one differs). The label-free score's crops are clipped to the target
+    (:func:`mtbio.uda.guard.score_crop_size`).
 
     Raises:
         ValueError: naming ``name`` and the sizes / the problem.
@@ -234,14 +236,14 @@ def check_target(volume: Any, recipe: Recipe, name: str) -> None:
     shape = tuple(int(s) for s in volume.shape)
     if len(shape) != 3:
         raise ValueError(f"{name}: expected a (Z, Y, X) volume, got shape {shape}")
-    for what, crop, flag in (("training crop", recipe.crop, "--crop-size"), ("score crop", score_crop(recipe), "")):
-        spatial = shape[1:] if len(crop) == 2 else shape
-        if any(c > s for c, s in zip(crop, spatial)):
-            axes = "(Y, X)" if len(crop) == 2 else "(Z, Y, X)"
-            hint = f" (pass a crop of at most {spatial} with {flag})" if flag else ""
-            raise ValueError(
-                f"{name}: the target {axes} {tuple(spatial)} is smaller than the {what} {tuple(crop)}{hint}"
-            )
+    crop = recipe.crop
+    spatial = shape[1:] if len(crop) == 2 else shape
+    if any(c > s for c, s in zip(crop, spatial)):
+        axes = "(Y, X)" if len(crop) == 2 else "(Z, Y, X)"
+        raise ValueError(
+            f"{name}: the target {axes} {spatial} is smaller than the training crop {crop}: pass a crop of at most "
+            f"{spatial} (--crop-size; a multiple of the network's down-sampling)"
+        )
     first = None
     for z in range(shape[0]):
         section = np.asarray(volume[z])

@@ -2,8 +2,8 @@
 
 * :func:`check_source_model`: a given source-only model holds the recipe's network (name, spatial dims, weights that
   load) or a ValueError names the file, what it holds and what the run builds;
-* :func:`score_source_only`: its label-free score on the target (at its voxel size), with the keyword arguments the
-  training's checkpoint scoring uses (:func:`score_kwargs`), so both are scored on the same fixed target sample;
+* :func:`score_source_only`: its label-free score on the target (at its voxel size), drawn and scored as the collapse
+  guard scores the training's checkpoints (:mod:`mtbio.uda.guard`), so both are scored on the same fixed sample;
 * :func:`choose`: the adapted checkpoint or the source-only start, and the sentence that says why.
 """
 
@@ -12,9 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mtbio.uda.config import UDAConfig
 from mtbio.uda.guard import SELECTED_FILE
-from mtbio.uda.recipe import Recipe
 
 if TYPE_CHECKING:
     from mtbio.uda.adapt import AdaptSpec
@@ -24,9 +22,6 @@ __all__ = [
     "choose",
     "load_network",
     "on_model_grid",
-    "score_crop",
-    "score_crops",
-    "score_kwargs",
     "score_source_only",
     "source_fraction",
     "target_voxel_size",
@@ -94,47 +89,26 @@ def source_fraction(spec: AdaptSpec) -> float | None:
     return _foreground_fraction(spec.source_label)
 
 
-def score_crop(recipe: Recipe) -> tuple[int, ...]:
-    """The label-free score's crop (``recipe.score_crop_size``; the training crop when unset), one int per network
-    axis."""
-    size = getattr(recipe, "score_crop_size", None)
-    if not size:
-        return recipe.crop
-    if isinstance(size, int):
-        return (int(size),) * recipe.spatial_dims if recipe.spatial_dims == 2 else (recipe.crop[0], size, size)
-    return tuple(int(s) for s in size)
-
-
-def score_crops(recipe: Recipe) -> int:
-    return int(getattr(recipe, "score_crops", 0) or 0)
-
-
-def score_kwargs(recipe: Recipe, config: UDAConfig, source_fraction: float | None) -> dict[str, Any]:
-    """The keyword arguments of :func:`mtbio.uda.selection.score_network` that the training's checkpoint scoring
-    uses, so the source-only start is scored on the same target sample."""
-    return dict(
-        crop_size=score_crop(recipe),
-        n_crops=score_crops(recipe),
-        seed=recipe.seed,
-        block_size=config.block_size,
-        source_fraction=source_fraction,
-    )
-
-
 def score_source_only(spec: AdaptSpec) -> dict[str, Any]:
-    """The source-only start's label-free score record (``checkpoint``, ``iteration``, ``score``, ``collapsed``,
-    ``reasons``, ``foreground_fraction`` ...), scored on the target at the model's voxel size."""
+    """The source-only start's label-free score record (``checkpoint``, ``iteration``, ``strategy`` and the
+    :class:`~mtbio.uda.selection.TargetScore` fields), scored as the collapse guard scores the training's checkpoints
+    (:class:`mtbio.uda.guard.TargetSample`: the same crops, seed, crop size and mask blocks) on the target at the
+    model's voxel size (the training grid for the pre-training of this run: the guard's own sample)."""
     from mtbio.networks.weights import read_weights
+    from mtbio.uda.guard import SCORE_SEED, TargetSample
     from mtbio.uda.selection import score_network
 
-    path = spec.source_only_weights
+    path, recipe = spec.source_only_weights, spec.recipe
     record = read_weights(path)
     network = load_network(path, spec)
-    volume = on_model_grid(spec.target_image, record.voxel_size, spec)
+    target = on_model_grid(spec.target_image, record.voxel_size, spec)
+    sample = TargetSample.draw(target, recipe.crop, recipe.score_crop_size, recipe.score_crops)
     result = score_network(
-        network, volume, device=spec.device, **score_kwargs(spec.recipe, spec.config, source_fraction(spec))
-    ).to_dict()
-    return {"checkpoint": str(path), "iteration": record.iteration, "strategy": record.strategy, **result}
+        network, None, crop_size=sample.crop_size, n_crops=sample.n_crops, seed=SCORE_SEED,
+        block_size=spec.config.block_size, source_fraction=source_fraction(spec), device=spec.device,
+        sample=(sample.crops, sample.neighbours),
+    )  # fmt: skip
+    return {"checkpoint": str(path), "iteration": record.iteration, "strategy": record.strategy, **result.to_dict()}
 
 
 def target_voxel_size(spec: AdaptSpec) -> tuple[float, ...] | None:

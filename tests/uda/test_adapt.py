@@ -49,9 +49,10 @@ def _args(paths: dict[str, Path], out: Path) -> list[str]:
         "adapt", "--target", f"{paths['target']}:raw", "--source-image", f"{paths['source']}:raw",
         "--source-label", f"{paths['source']}:label", "--out", str(out), "--network", "small_unet",
         "--iterations", "4", "--pretrain-iterations", "2", "--crop-size", "32", "--batch-size", "2",
-        "--block-size", "8", "--checkpoint-interval", "2", "--roi-size", "48", "48",
-        "--chunks", "1", "48", "48", "--device", "cpu", "--figure-sections", "2", "--threads", "2",
-    ] + (["--score-crops", "2"] if "score_crops" in Recipe.__dataclass_fields__ else [])  # fmt: skip
+        "--block-size", "8", "--checkpoint-interval", "2", "--score-crops", "2", "--score-crop-size", "32",
+        "--roi-size", "48", "48", "--chunks", "1", "48", "48", "--device", "cpu", "--figure-sections", "2",
+        "--threads", "2",
+    ]  # fmt: skip
 
 
 def _spec(args: list[str], **changes) -> AdaptSpec:
@@ -334,7 +335,6 @@ def test_adapt_needs_a_source_and_a_source_only_start(data, tmp_path):
                   config=UDAConfig(strategy="oracle"))  # fmt: skip
 
 
-@pytest.mark.slow
 def test_a_run_stopped_in_training_resumes_and_finishes(data, tmp_path):
     out = tmp_path / "out"
     args = _args(data, out)

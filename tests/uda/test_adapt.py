@@ -224,6 +224,33 @@ def _copy_selected_weights(out: Path) -> None:
         shutil.copyfile(out / "masktwins" / "final.pt", out / "masktwins" / SELECTED_FILE)
 
 
+# ---------------------------------------------------------------- flags
+
+
+def test_flags_are_generated_and_the_defaults_are_the_recipes():
+    """Every Recipe / UDAConfig / InferenceSettings setting of ``mtbio adapt`` is a generated flag whose parser default
+    is "not given": with none given, the run gets the validated Recipe, UDAConfig's MaskTwins and mtbio predict's
+    inference settings."""
+    from mtbio.cli.adapt import FIXED_SETTINGS, build_parser
+    from mtbio.cli.predict import settings_from_args as inference_from_args
+    from mtbio.cli.train import settings_from_args as training_from_args
+    from mtbio.inference.settings import TOOL_DEFAULTS, InferenceSettings
+    from mtbio.uda.config import UDAConfig
+    from mtbio.uda.options import config_fields
+
+    parser = build_parser(argparse.ArgumentParser())
+    fields = {n.split(".")[0] for n, _, _ in config_fields(UDAConfig)} | set(Recipe.__dataclass_fields__)
+    fields |= set(InferenceSettings.__dataclass_fields__)
+    generated = [a for a in parser._actions if a.dest.startswith(("cfg.", "recipe.", "settings."))]
+    assert all(a.default is argparse.SUPPRESS for a in generated)
+    assert not {a.dest for a in parser._actions} & fields, "a hand-written flag restates a field"
+    assert {a.dest for a in generated} >= {"recipe.score_crops", "cfg.strategy", "settings.device", "settings.roi_size"}
+    assert not {f"settings.{name}" for name in FIXED_SETTINGS} & {a.dest for a in generated}
+    args = parser.parse_args(["--target", "t", "--out", "o"])
+    assert training_from_args(args) == (Recipe(), UDAConfig())
+    assert inference_from_args(args) == TOOL_DEFAULTS
+
+
 # ---------------------------------------------------------------- the choice, without training
 
 

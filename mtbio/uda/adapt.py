@@ -171,6 +171,8 @@ class AdaptSpec:
                 "adapt compares the adapted model with a source-only start: set pretrain_iterations > 0 or give a "
                 "source-only model (--source-model)"
             )
+        if self.inference.activation is None:
+            raise ValueError("adapt stores probabilities: the inference activation must be softmax or sigmoid")
         if self.recipe.score_crops < 1:
             raise ValueError("adapt chooses a checkpoint by its label-free score: score_crops must be > 0")
         if self.figure_sections < 1:

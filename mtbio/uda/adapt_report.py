@@ -25,6 +25,9 @@ from mtbio.uda.selection import COLLAPSE_FACTOR
 
 __all__ = ["section_indices", "volume_signal", "write_report"]
 
+#: the largest in-plane extent (voxels) of the sections the report shows (a centred window of larger sections)
+FIGURE_WINDOW = 1024
+
 
 def section_indices(depth: int, count: int) -> list[int]:
     """``count`` evenly spaced section indices of a volume of ``depth`` sections (centres of equal parts)."""
@@ -47,13 +50,16 @@ def volume_signal(store_path: str | os.PathLike) -> dict[str, list[float]]:
     if len(shape) == 2:
         mask = store.probability() >= 0.5
         return {"foreground_fraction": [float(mask.mean())], "adjacent_dice": []}
-    depth = int(store.array.chunks[1]) if hasattr(store.array, "chunks") else 8
+    from mtbio.data.store import FOREGROUND_CHANNEL, decode_probability
+
+    depth = max(1, int(store.array.chunks[1]) if hasattr(store.array, "chunks") else 8)
     fractions: list[float] = []
     dice: list[float] = []
     previous = None
-    for z0 in range(0, shape[0], max(1, depth)):
-        slab = store.probability(slice(z0, min(z0 + depth, shape[0]))) >= 0.5
-        for section in slab:
+    for z0 in range(0, shape[0], depth):  # one chunk row deep, in the stored dtype: decoded one section at a time
+        slab = np.asarray(store.array[FOREGROUND_CHANNEL, z0 : min(z0 + depth, shape[0])])
+        for raw in slab:
+            section = decode_probability(raw) >= 0.5
             fractions.append(float(section.mean()))
             if previous is not None:
                 total = int(previous.sum()) + int(section.sum())
@@ -155,12 +161,13 @@ def _sections_figure(path: Path, spec: Any, selected: dict[str, Any], zs: Sequen
     if adapted_path.is_file():
         label = f"adapted, iteration {adapted['iteration']}" if adapted else "adapted (last, collapsed)"
         models.append((label, adapted_path))
-    images = [np.asarray(spec.target_image[z], dtype=np.float32) for z in zs]
+    window = _window(spec.target_image.shape[1:])
+    images = [np.asarray(spec.target_image[(z, *window)], dtype=np.float32) for z in zs]
     probs: dict[str, list[np.ndarray]] = {}
     for label, weights in models:
         network = load_network(weights, spec)
         voxel = read_weights(weights).voxel_size
-        probs[label] = [_section_probability(network, spec, z, voxel) for z in zs]
+        probs[label] = [_section_probability(network, spec, z, voxel, window) for z in zs]
     fig, axes = _canvas(3.2 * (1 + len(models)), 3.2 * len(zs), len(zs), 1 + len(models))
     for i, z in enumerate(zs):
         image = images[i]
@@ -179,9 +186,20 @@ def _sections_figure(path: Path, spec: Any, selected: dict[str, Any], zs: Sequen
     fig.savefig(path, dpi=90)
 
 
-def _section_probability(network: Any, spec: Any, z: int, model_voxel: Any) -> np.ndarray:
-    """Foreground probability of target section ``z`` (2D networks: the section; 3D: the middle of a slab of the
-    window's depth), predicted in memory at the model's voxel size and brought back to the section's grid."""
+def _window(shape: Sequence[int]) -> tuple[slice, ...]:
+    """The centred in-plane window of at most :data:`FIGURE_WINDOW` voxels per axis that the figure shows."""
+    out = []
+    for n in shape:
+        size = min(int(n), FIGURE_WINDOW)
+        start = (int(n) - size) // 2
+        out.append(slice(start, start + size))
+    return tuple(out)
+
+
+def _section_probability(network: Any, spec: Any, z: int, model_voxel: Any, window: tuple[slice, ...]) -> np.ndarray:
+    """Foreground probability of the in-plane ``window`` of target section ``z`` (2D networks: the section; 3D: the
+    middle of a slab of the inference window's depth), predicted in memory at the model's voxel size and brought back
+    to the section's grid."""
     from mtbio.data.resample import ResampledVolume
     from mtbio.uda.adapt_choice import on_model_grid
     from mtbio.uda.evaluate import predict_in_memory
@@ -195,7 +213,7 @@ def _section_probability(network: Any, spec: Any, z: int, model_voxel: Any) -> n
     else:
         z0 = int(np.clip(z - roi[0] // 2, 0, max(0, depth - roi[0])))
         z1 = min(depth, z0 + roi[0])
-    slab = np.asarray(volume[z0:z1], dtype=np.float32)
+    slab = np.asarray(volume[(slice(z0, z1), *window)], dtype=np.float32)
     view = on_model_grid(slab, model_voxel, spec)
     prob = predict_in_memory(network, view, roi_size=roi, device=spec.device)
     if view is not slab:
@@ -279,7 +297,8 @@ def _markdown(
         f"![source-only vs adapted on target sections]({rel(out / 'figures' / 'sections.png', out)})",
         "",
         f"*Target sections {', '.join(str(z) for z in zs)} with the masks (p >= 0.5) of the source-only start and "
-        "the adapted model (in-memory predictions of these sections).*",
+        f"the adapted model (in-memory predictions of these sections; of a centred {FIGURE_WINDOW} px window of "
+        "larger ones).*",
         "",
         f"![per-section signal of the prediction]({rel(out / 'figures' / 'volume_signal.png', out)})",
         "",
@@ -344,7 +363,7 @@ def _settings(spec: Any, selected: dict[str, Any]) -> list[str]:
         ("network", recipe.network if spec.network is None else type(spec.network).__name__),
         ("crop / batch / lr / seed", f"{list(recipe.crop)} / {recipe.batch_size} / {recipe.lr:g} / {recipe.seed}"),
         ("UDA", f"tau {cfg.tau}, block {cfg.block_size}, lambda_pl {cfg.lambda_pl}, lambda_cm {cfg.lambda_cm}"),
-        ("label-free score", f"{getattr(recipe, 'score_crops', '-')} crops"),
+        ("label-free score", f"{recipe.score_crops} target crops (score crop size {recipe.score_crop_size})"),
         ("prediction", f"window {inference['roi_size']}, overlap {inference['overlap']}, "
                        f"normalize {inference['normalize']}, dtype {inference['dtype']}, device {inference['device']}"),
         ("device", str(spec.device)),

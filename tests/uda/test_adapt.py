@@ -291,6 +291,25 @@ def test_the_choice_and_its_sentence(tmp_path, source_only, chosen, rows, delive
     assert out["checkpoint"] == (str(tmp_path / "masktwins" / SELECTED_FILE) if delivered == "adapted" else "pre.pt")
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_volume_signal_reads_the_store_section_by_section(tmp_path, dtype):
+    from mtbio.data.store import create_prediction_store, encode_probability, mark_complete
+    from mtbio.uda.adapt_report import section_indices, volume_signal
+
+    rng = np.random.default_rng(0)
+    prob = rng.random((5, 20, 24)).astype(np.float32)
+    prob[3] = 0.1  # an empty section: Dice 0 with its non-empty neighbours
+    store = create_prediction_store(tmp_path / "p.zarr", prob.shape, dtype=dtype, chunks=(2, 20, 24))
+    store.array[:] = encode_probability(np.stack([1 - prob, prob]), dtype)
+    mark_complete(tmp_path / "p.zarr")
+    signal = volume_signal(tmp_path / "p.zarr")
+    mask = open_prediction_store(tmp_path / "p.zarr").probability() >= 0.5
+    assert signal["foreground_fraction"] == pytest.approx([float(m.mean()) for m in mask])
+    dice = [2 * (a & b).sum() / (a.sum() + b.sum()) for a, b in zip(mask[:-1], mask[1:])]
+    assert signal["adjacent_dice"] == pytest.approx(dice) and signal["adjacent_dice"][2] == 0.0
+    assert section_indices(5, 3) == [0, 2, 4] and section_indices(1, 3) == [0] and section_indices(40, 2) == [10, 30]
+
+
 # ---------------------------------------------------------------- bad inputs, refused before training
 
 

@@ -332,6 +332,7 @@ def adapt(
     roi_size: Sequence[int] = UNSET,
     overlap: float = UNSET,
     normalize: str | None = UNSET,
+    tta: str = UNSET,
     figure_sections: int = 3,
 ) -> dict[str, Any]:
     """Adapt to the bundle's target volume without its labels (:func:`mtbio.uda.adapt.run_adapt`): the source-only
@@ -353,7 +354,7 @@ def adapt(
         device: training and prediction device.
         in_memory, stop_after, resample: as for :func:`train` (``resample`` also resamples the target to the
             delivered model's voxel size for the prediction).
-        roi_size, overlap, normalize: the prediction's window settings (the bundle's inference.yaml), replacing those
+        roi_size, overlap, normalize, tta: the prediction's settings (the bundle's inference.yaml), replacing those
             of :data:`~mtbio.inference.settings.TOOL_DEFAULTS`.
         figure_sections: target sections shown in the report.
 
@@ -375,7 +376,7 @@ def adapt(
         checkpoint_interval=checkpoint_interval,
         **{k: v for k, v in given.items() if v is not None},  # None: the Recipe's value
     )
-    settings = InferenceSettings.merged(TOOL_DEFAULTS, roi_size=roi_size, overlap=overlap, normalize=normalize)
+    settings = InferenceSettings.merged(TOOL_DEFAULTS, roi_size=roi_size, overlap=overlap, normalize=normalize, tta=tta)
     vs = dict(data.voxel_size or {})
     own = image is None or image is data.target_image  # the pair's target: its voxel size and description
     target = data.target_image if own else _as_volume(image, "image to adapt to")

@@ -215,7 +215,7 @@ def _section_probability(network: Any, spec: Any, z: int, model_voxel: Any, wind
         z1 = min(depth, z0 + roi[0])
     slab = np.asarray(volume[(slice(z0, z1), *window)], dtype=np.float32)
     view = on_model_grid(slab, model_voxel, spec)
-    prob = predict_in_memory(network, view, roi_size=roi, device=spec.device)
+    prob = predict_in_memory(network, view, roi_size=roi, device=spec.device, tta=spec.inference.tta)
     if view is not slab:
         prob = ResampledVolume(prob, tuple(a / b for a, b in zip(slab.shape, view.shape)), shape=slab.shape)[:]
     return np.asarray(prob[z - z0])
@@ -365,7 +365,8 @@ def _settings(spec: Any, selected: dict[str, Any]) -> list[str]:
         ("UDA", f"tau {cfg.tau}, block {cfg.block_size}, lambda_pl {cfg.lambda_pl}, lambda_cm {cfg.lambda_cm}"),
         ("label-free score", f"{recipe.score_crops} target crops (score crop size {recipe.score_crop_size})"),
         ("prediction", f"window {inference['roi_size']}, overlap {inference['overlap']}, "
-                       f"normalize {inference['normalize']}, dtype {inference['dtype']}, device {inference['device']}"),
+                       f"normalize {inference['normalize']}, dtype {inference['dtype']}, tta {inference['tta']}, "
+                       f"device {inference['device']}"),
         ("device", str(spec.device)),
     ]  # fmt: skip
     return [

@@ -28,7 +28,9 @@ def test_adapt_run_id_predicts_and_reports(bundle, tmp_path):
     from mtbio.data.store import open_prediction_store
 
     root = copy_bundle(bundle, tmp_path / "copies")
-    kw = tiny(bundle, tmp_path / "runs", pretrain_iterations=2, checkpoint_interval=2, score_crops=2, score_crop_size=32)
+    kw = tiny(
+        bundle, tmp_path / "runs", pretrain_iterations=2, checkpoint_interval=2, score_crops=2, score_crop_size=32
+    )
     selected = run_workflow(root, "adapt", "adapt", **kw)[0]
     out = tmp_path / "runs" / "adapt"
     assert selected == json.loads((out / "selected.json").read_text()) and selected["complete"] is True

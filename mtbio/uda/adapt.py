@@ -10,7 +10,8 @@ Every entry point (``mtbio adapt``, the bundles' ``adapt`` run id) builds an :cl
    ``OUT/<strategy>``, with the target given, so every checkpoint is scored label-free
    (:mod:`mtbio.uda.guard`: ``scores.jsonl``, ``selected.pt``);
 3. **label-free choice**: the best non-collapsed checkpoint of the adaptation (:func:`mtbio.uda.guard.select_row`)
-   against the source-only start, scored on the same fixed target sample (:func:`mtbio.uda.selection.score_network`).
+   against the source-only start, scored as the guard scores checkpoints, on the same fixed target sample
+   (:func:`mtbio.uda.adapt_choice.score_source_only`).
    The adapted model is delivered unless its score is below the source-only start's (``worse_than_source_only``)
    or every adapted checkpoint collapsed; then the source-only model is delivered and the report says so. A
    collapsed source-only start never wins over a healthy adapted checkpoint;

@@ -217,6 +217,24 @@ def test_a_better_adapted_checkpoint_is_delivered(finished, monkeypatch):
     assert open_prediction_store(out / "prediction.zarr").meta["model_hash"] == hash_
 
 
+def test_a_source_model_replaces_the_pretraining(finished, data, tmp_path):
+    """``--source-model`` (here the finished run's pre-training): no pre-training runs, MaskTwins starts from it, and
+    it scores as the guard scored the same model as the first run's pre-training (same target sample)."""
+    out, _, _ = finished
+    model = out / "pretrain" / "final.pt"
+    args = [*_args(data, tmp_path / "out2"), "--source-model", str(model), "--json"]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(args) == 0
+    selected = json.loads(stdout.getvalue().strip().splitlines()[-1])
+    assert not (tmp_path / "out2" / "pretrain").exists() and selected["runs"]["pretrain"] is None
+    assert selected["source_only"]["checkpoint"] == str(model) and selected["iterations_trained"]["pretrain"] == 0
+    guard_row = [r for r in read_scores(out / "pretrain") if r["iteration"] == 2][0]  # the guard's score of it
+    assert selected["source_only_score"] == pytest.approx(guard_row["score"], abs=1e-6)
+    assert read_weights(tmp_path / "out2" / "masktwins" / "final.pt").provenance["parent"] == str(model)
+    assert open_prediction_store(tmp_path / "out2" / "prediction.zarr").complete
+
+
 def _copy_selected_weights(out: Path) -> None:
     """A ``selected.pt`` for a test that makes an adapted checkpoint the choice (a real run writes it only when a
     checkpoint is healthy)."""

@@ -25,17 +25,20 @@ Every model is scored through its EMA teacher at the last iteration with :func:`
 literature's per-section mAP, F1, MCC and IoU, mean over the test sections), 3D models with a 3D sliding window
 (``predict_in_memory``), 2D models section by section, on the same test sections.
 
-Budget (the defaults: 400 pre-training + 400 iterations per variant, 3D and 2D): single-thread CPU time measured per
-iteration on this project's 2-core machine (``time.process_time``, 4 iterations after warm-up): 3D source-only 0.15 s,
-mean teacher 0.28 s, MaskTwins 0.59 s; 2D ``unet`` source-only 0.21 s, mean teacher 0.44 s, MaskTwins 0.80 s;
-scoring 8 s (3D) and 12 s (2D) per model on the 16 pooled sections. One seed of all six variants: about 1200 CPU
-seconds (20 minutes on one core; less on two idle cores, more on a shared machine), so one seed fits a session.
+Budget (the defaults: 400 pre-training + 400 iterations per variant, 3D and 2D), measured with
+``python benchmarks/uda_em3d.py --data ../shared/data --out /tmp/em3d_probe --time-iters 10 --threads 1`` on this
+project's shared 2-core machine (process CPU seconds per iteration, set-up included, so upper bounds): 3D source-only
+0.45 (its run also pays the first network set-up), mean teacher 0.30, MaskTwins 0.59; 2D ``unet`` source-only 0.21,
+mean teacher 0.46, MaskTwins 0.99; scoring 8-9 CPU s per 3D model and 12-13 per 2D model on the 16 pooled sections.
+One seed of all six variants: about 25 CPU-minutes (one thread; ~41 minutes of wall clock there beside other jobs,
+less with ``--threads 2`` on idle cores), so one seed fits a session. ``--time-iters`` re-measures on another machine.
 
 Writes ``OUT/results.json`` (``{variant: [{"seed", "mAP", "F1", "MCC", "IoU", "sec_per_iter", "train_sec",
-"wall_sec", "eval_sec", "pretrain"}, ...]}``, updated after every model, so a stopped benchmark resumes where it
-stopped), ``OUT/results.md`` (mean ± sample std per variant, timing, and the two questions answered with seed
-noise), ``OUT/config.json`` (arguments, pair, voxel sizes, recipes, UDA configs, crops and blocks in voxels, git),
-``OUT/checkpoints/<variant>_seed<k>.pt``, ``OUT/pretrain{3d,2d}/seed<k>.pt`` and the run folders ``OUT/runs/``.
+"wall_sec", "cpu_sec", "eval_sec", "eval_cpu_sec", "pretrain"}, ...]}``, updated after every model, so a stopped
+benchmark resumes where it stopped), ``OUT/results.md`` (mean ± sample std per variant, timing, and the two questions
+answered with seed noise), ``OUT/config.json`` (arguments, pair, voxel sizes, recipes, UDA configs, crops and blocks
+in voxels, git), ``OUT/checkpoints/<variant>_seed<k>.pt``, ``OUT/pretrain{3d,2d}/seed<k>.pt`` and the run folders
+``OUT/runs/``; ``--time-iters N`` writes only ``OUT/timing.json``.
 
 Examples::
 
@@ -102,6 +105,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (FIRST .. FIRST+N-1)")
     p.add_argument("--first-seed", type=int, default=0, help="first seed (one seed per session: --seeds 1)")
     p.add_argument("--eval-sections", type=int, default=None, help="score only the first N test sections (smoke)")
+    p.add_argument(
+        "--time-iters",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only measure: train each variant N iterations from scratch in OUT/timing, score it once, write "
+        "OUT/timing.json (wall and process-CPU seconds per iteration, an estimate of one seed with these flags)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     g3 = p.add_argument_group("3D networks (small_unet, strides (1,2,2), 2, 2)")
@@ -166,7 +177,8 @@ def recipes(args: argparse.Namespace, size: Mapping[str, tuple[int, ...]], seed:
     from mtbio.uda.recipe import Recipe
 
     net3 = {"channels": tuple(args.channels), "strides": STRIDES_3D}
-    return {
+    every = getattr(args, "checkpoint_every", None)
+    out = {
         3: Recipe(
             network="small_unet",
             network_kwargs=net3,
@@ -187,6 +199,7 @@ def recipes(args: argparse.Namespace, size: Mapping[str, tuple[int, ...]], seed:
             seed=seed,
         ),
     }
+    return {dims: recipe.replace(checkpoint_interval=every) for dims, recipe in out.items()}
 
 
 def _uda(args: argparse.Namespace, variant: str, size: Mapping[str, tuple[int, ...]]) -> Any:
@@ -243,12 +256,12 @@ def run_variant(
         logger="mtbio.bench",
         record={"variant": variant},
     )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     run = run_training(spec)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     roi = size["eval_roi_3d"] if dims == 3 else size["eval_roi_2d"]
     image, label = data["test_image"], data["test_label"]  # a window larger than the volume pads it (MONAI)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     metrics = evaluate_network(run.teacher(), image, label, roi_size=roi, device=args.device)
     return {
         "seed": seed,
@@ -256,9 +269,60 @@ def run_variant(
         "sec_per_iter": run.sec_per_iter,
         "train_sec": run.seconds,
         "wall_sec": wall,
+        "cpu_sec": cpu,
         "eval_sec": time.perf_counter() - t1,
+        "eval_cpu_sec": time.process_time() - c1,
         "pretrain": run.pretrain,
     }
+
+
+def time_variants(args: argparse.Namespace, pair: Any, data: Mapping[str, Any], size: Mapping[str, Any]) -> dict:
+    """``--time-iters N``: every variant trained ``N`` iterations from scratch (no pre-training, one checkpoint)
+    through ``run_training`` in ``OUT/timing`` and scored once; seconds per iteration (wall clock and process CPU,
+    set-up included, so an upper bound) and the estimate of one seed with the flags given (pre-trainings at the
+    source-only rate of their dimensionality). Process CPU time is the robust figure on a shared machine with
+    ``--threads 1``; with more threads than free cores, waiting threads inflate it."""
+    import shutil
+
+    n = int(args.time_iters)
+    shutil.rmtree(args.out / "timing", ignore_errors=True)  # a measurement, never resumed
+    probe = argparse.Namespace(**{**vars(args), "iters": n, "pretrain": 0, "iters_2d": n, "pretrain_2d": 0})
+    probe.out, probe.checkpoint_every = args.out / "timing", n
+    rates: dict[str, dict[str, float]] = {}
+    for variant in args.variant_list:
+        row = run_variant(probe, variant, 0, pair, data, size)
+        rates[variant] = {
+            "wall_per_iter": row["wall_sec"] / n,
+            "cpu_per_iter": row["cpu_sec"] / n,
+            "eval_sec": row["eval_sec"],
+            "eval_cpu_sec": row["eval_cpu_sec"],
+        }
+        print(f"[time] {variant}: " + json.dumps(rates[variant]), flush=True)
+    estimate = {"wall": 0.0, "cpu": 0.0}
+    for variant, rate in rates.items():
+        dims = VARIANTS[variant][0]
+        iters = args.iters if dims == 3 else args.iters_2d
+        estimate["wall"] += iters * rate["wall_per_iter"] + rate["eval_sec"]
+        estimate["cpu"] += iters * rate["cpu_per_iter"] + rate["eval_cpu_sec"]
+    for dims, pretrain in ((3, args.pretrain), (2, args.pretrain_2d)):
+        so = rates.get("source_only" if dims == 3 else "2d_source_only")
+        if so is not None and any(VARIANTS[v][0] == dims for v in rates):
+            estimate["wall"] += pretrain * so["wall_per_iter"]
+            estimate["cpu"] += pretrain * so["cpu_per_iter"]
+    report = {
+        "iterations_timed": n,
+        "threads": args.threads,
+        "per_variant": rates,
+        "one_seed_estimate_sec": estimate,
+        "for": {k: getattr(args, k) for k in ("iters", "pretrain", "iters_2d", "pretrain_2d", "variants")},
+    }
+    from mtbio.provenance import write_json_atomic
+
+    write_json_atomic(args.out / "timing.json", report)
+    print(
+        f"[time] one seed of {args.variants}: ~{estimate['wall'] / 60:.1f} min wall, {estimate['cpu'] / 60:.1f} CPU-min"
+    )
+    return report
 
 
 def _mean_std(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[float, float]:
@@ -312,11 +376,11 @@ def write_outputs(out: Path, results: Mapping[str, list[dict[str, Any]]], config
     write_json_atomic(out / "config.json", config)
     ordered = {v: results[v] for v in VARIANTS if v in results}
     md = f"{config.get('pair', '')}\n\n" + summarize(ordered)
-    md += "\n| variant | s / iteration | training s | wall-clock s (with the pre-training when trained) | eval s |\n"
-    md += "|---|---|---|---|---|\n"
+    md += "\n| variant | s / iteration | training s | wall-clock s (with a pre-training trained) | CPU s | eval s |\n"
+    md += "|---|---|---|---|---|---|\n"
     for v, rows in ordered.items():
         cells = []
-        for key in ("sec_per_iter", "train_sec", "wall_sec", "eval_sec"):
+        for key in ("sec_per_iter", "train_sec", "wall_sec", "cpu_sec", "eval_sec"):
             m, _ = _mean_std(rows, key)
             cells.append("-" if m != m else (f"{m:.3f}" if key == "sec_per_iter" else f"{m:.0f}"))
         md += f"| {v} | " + " | ".join(cells) + " |\n"
@@ -346,6 +410,9 @@ def run(args: argparse.Namespace) -> int:
     size = sizes(args, grid)
     data = _load(pair, args.eval_sections)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.time_iters:
+        time_variants(args, pair, data, size)
+        return 0
     res_path = args.out / "results.json"
     results: dict[str, list[dict[str, Any]]] = json.loads(res_path.read_text()) if res_path.is_file() else {}
     example = recipes(args, size, args.first_seed)

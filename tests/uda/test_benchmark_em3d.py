@@ -80,5 +80,10 @@ def test_smoke_run_on_the_real_pair_resumes(shared_data, tmp_path, capsys):
         capsys.readouterr()
         assert bench.main(argv) == 0  # everything is in results.json: nothing is trained again
         assert capsys.readouterr().out.count("[skip]") == len(bench.VARIANTS)
+        probe = ["--out", str(tmp_path / "probe"), "--time-iters", "2", "--variants", "source_only,2d_masktwins"]
+        assert bench.main([*argv, *probe]) == 0  # measures, trains nothing into results.json
+        timing = json.loads((tmp_path / "probe" / "timing.json").read_text())
+        assert sorted(timing["per_variant"]) == ["2d_masktwins", "source_only"] and timing["iterations_timed"] == 2
+        assert timing["one_seed_estimate_sec"]["cpu"] > 0 and not (tmp_path / "probe" / "results.json").exists()
     finally:
         torch.set_num_threads(threads)

@@ -12,8 +12,9 @@ Volumes stay lazy (:class:`mtbio.data.volumes.Volume`) until a sampler or the in
 sizes are recorded in the pair; :meth:`DomainPair.on_training_grid` brings the source to the target's voxel size
 (lazily, :func:`mtbio.data.resample.training_grid`) when both are known and differ by more than 10 % on the
 network's axes, which :func:`mtbio.bundle.workflow.train` does by default. Crops, mask blocks and inference windows
-are in voxels of the training grid; :func:`block_in_voxels` turns a physical mask block size into per-axis voxels
-for anisotropic volumes.
+are in voxels of the training grid; mask blocks left at ``block_size: null`` follow the data's scale
+(:mod:`mtbio.uda.blocks`), and :func:`block_in_voxels` turns a physical mask block size into per-axis voxels for a
+bundle that sets its own.
 """
 
 from __future__ import annotations
@@ -239,11 +240,12 @@ def volume_pair(
 
 
 def block_in_voxels(block_nm: float, voxel_size: Sequence[float]) -> tuple[int, ...]:
-    """A mask block of ``block_nm`` nanometres per axis as voxels per axis (at least 1), for anisotropic data.
+    """A mask block of ``block_nm`` nanometres per axis as voxels per axis (at least 1), for anisotropic data
+    (:func:`mtbio.uda.blocks.nm_to_voxels`; a training run does this itself for ``UDAConfig.block_size=None``).
 
     >>> block_in_voxels(256, (30, 8, 8))   # MitoEM: 30 x 8 x 8 nm voxels
     (9, 32, 32)
     """
-    if block_nm <= 0 or not voxel_size or any(float(v) <= 0 for v in voxel_size):
-        raise ValueError(f"block_nm and voxel_size must be positive, got {block_nm}, {voxel_size}")
-    return tuple(max(1, round(float(block_nm) / float(v))) for v in voxel_size)
+    from mtbio.uda.blocks import nm_to_voxels
+
+    return nm_to_voxels(block_nm, voxel_size)

@@ -14,6 +14,10 @@ Every entry point (``mtbio train``, ``mtbio demo``, the bundle workflow's ``trai
   ``StatsHandler``), TensorBoard (``OUT/tb``) and a progress bar (``tqdm``, on terminals);
 * SIGINT / SIGTERM: the trainer stops after the current iteration with a checkpoint
   (:class:`~mtbio.uda.interrupt.TrainingInterrupted` propagates, exit status 130 / 143);
+* the mask block (``UDAConfig.block_size=None`` follows the data's scale, :mod:`mtbio.uda.blocks`): in nm at the
+  target's voxel size, or, when that is unknown, scaled by the object sizes measured in the source labels and in the
+  source-only model's target predictions (after the pre-training; a run folder keeps its measured block on resume);
+  logged, and recorded as ``mask_block`` beside the resolved ``config.block_size``;
 * ``OUT/config.json`` (the resolved settings) and the weights record (:mod:`mtbio.networks.weights`), written once
   at the end, with the voxel size, normalisation, strategy, seed, crop, UDA config, network, provenance and
   ``extra["source_foreground_fraction"]`` (what ``mtbio score``'s collapse rule compares against).
@@ -46,7 +50,7 @@ from mtbio.data.normalize import default_normalization
 from mtbio.provenance import git_hash, write_json_atomic
 from mtbio.uda.config import UDAConfig
 from mtbio.uda.recipe import PRETRAIN_SEED_OFFSET, Recipe
-from mtbio.uda.strategy import Strategy, strategy_spec
+from mtbio.uda.strategy import MaskKind, Strategy, strategy_spec
 
 __all__ = ["RunResult", "RunSpec", "run_training"]
 
@@ -172,6 +176,7 @@ class RunResult:
         validation: the target validation history (``None`` without ``eval_image``).
         voxel_size: the training grid's voxel size (network axes, nm) or ``None``.
         grid_note: what was done to bring the volumes to one grid.
+        mask_block: the strategy's resolved mask block and its derivation (:meth:`mtbio.uda.blocks.MaskBlock.to_dict`).
     """
 
     weights: Path | None
@@ -184,6 +189,7 @@ class RunResult:
     validation: list[dict[str, float]] | None = None
     voxel_size: list[float] | None = None
     grid_note: str = ""
+    mask_block: dict[str, Any] | None = None
     trained_network: torch.nn.Module | None = field(default=None, repr=False)
 
     def teacher(self, network: torch.nn.Module | None = None) -> torch.nn.Module:
@@ -243,6 +249,8 @@ def run_training(spec: RunSpec) -> RunResult:
     pretrain = None
     if pretraining:
         pre_cfg = replace(cfg, strategy=Strategy.SOURCE_ONLY)
+        pre_block = _mask_block(spec, grid, pre_cfg, None)  # unused by source-only; recorded for `mtbio score`
+        pre_cfg = _with_block(pre_cfg, pre_block)
         path = spec.pretrain_weights_path
         cached = _cached_pretrain(path, recipe, recipe.seed + PRETRAIN_SEED_OFFSET)
         if cached is not None:
@@ -251,7 +259,7 @@ def run_training(spec: RunSpec) -> RunResult:
         else:
             stage = _Stage(
                 spec, "pretrain", pre_cfg, recipe.pretrain_iterations, recipe.seed + PRETRAIN_SEED_OFFSET,
-                spec.pretrain_dir, path, "auto",
+                spec.pretrain_dir, path, "auto", mask_block=pre_block,
             )  # fmt: skip
             done = stage.run(grid, init_state, parent, fraction)
             if not done.complete:
@@ -260,12 +268,77 @@ def run_training(spec: RunSpec) -> RunResult:
         from mtbio.networks.weights import read_weights
 
         init_state, parent = read_weights(path).teacher, str(path)
+    block = _mask_block(spec, grid, cfg, spec.pretrain_weights_path if pretraining else None)
+    if uses.mask is not MaskKind.NONE:
+        _info(log, f"{cfg.strategy.value}: {block.note}")
+    cfg = _with_block(cfg, block)
     stage = _Stage(
-        spec, cfg.strategy.value, cfg, recipe.iterations, recipe.seed, spec.out, spec.weights_path, main_policy
-    )
+        spec, cfg.strategy.value, cfg, recipe.iterations, recipe.seed, spec.out, spec.weights_path, main_policy,
+        mask_block=block,
+    )  # fmt: skip
     result = stage.run(grid, init_state, parent, fraction, pretrained=pretraining)
     result.pretrain = pretrain
+    result.mask_block = block.to_dict()
     return result
+
+
+# --- mask blocks (UDAConfig.block_size=None follows the data's scale; the rules are mtbio.uda.blocks') ---
+
+
+def _mask_block(spec: RunSpec, grid: Any, cfg: UDAConfig, source_only: Path | None) -> Any:
+    """The :class:`~mtbio.uda.blocks.MaskBlock` of a stage of config ``cfg``. Object sizes are measured only where
+    the rule needs them (``block_size=None``, target voxel size unknown) and the strategy masks, with the source-only
+    model ``source_only`` (a weights file); a run folder's recorded measurement is reused (resume, finished run);
+    under ``torch.distributed`` rank 0 measures and the others receive its result."""
+    from mtbio.uda.blocks import measure_object_sizes, needs_object_sizes, resolve_mask_block
+
+    crop = spec.recipe.crop
+    target_vs = grid.target_voxel_size
+    if target_vs is None and spec.target_image is not None:
+        # a stage that trains without the target (source-only, the pre-training) records a masked strategy's block
+        vs = spec.target_voxel_size or getattr(spec.target_image, "voxel_size", None)
+        target_vs = None if vs is None else tuple(float(v) for v in vs)[-len(crop) :]
+    kw: dict[str, Any] = dict(target_voxel_size=target_vs, source_voxel_size=grid.source_voxel_size)
+    if strategy_spec(cfg.strategy).mask is MaskKind.NONE or not needs_object_sizes(cfg, target_vs):
+        return resolve_mask_block(cfg, crop, **kw, unmeasured="the strategy uses no masks")
+    recorded = _recorded_block(spec.out / "config.json", cfg)
+    if recorded is not None:
+        return recorded
+    if source_only is None:
+        why = "no source-only model to measure the target's objects with (pretrain_iterations 0)"
+        return resolve_mask_block(cfg, crop, **kw, unmeasured=why)
+    sizes = None
+    if _rank() == 0:
+        network = RunResult(source_only, 0, True).teacher(spec.network).to(spec.device)
+        sizes = measure_object_sizes(network, grid.source_label, grid.target_image, roi_size=crop, device=spec.device)
+    if spec.distributed:
+        import torch.distributed as dist
+
+        box = [sizes]
+        dist.broadcast_object_list(box, src=0)
+        sizes = box[0]
+    return resolve_mask_block(cfg, crop, **kw, sizes=sizes)
+
+
+def _recorded_block(config: Path, cfg: UDAConfig) -> Any:
+    """The measured (``"objects"``) mask block a run folder's ``config.json`` records for the same ``block_nm``, or
+    ``None``."""
+    from mtbio.uda.blocks import MaskBlock
+
+    try:
+        saved = json.loads(config.read_text()) if config.is_file() else {}
+        block = (
+            MaskBlock.from_dict(saved["mask_block"]) if isinstance(saved, dict) and saved.get("mask_block") else None
+        )
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    same = block is not None and block.rule == "objects" and block.block_nm == float(cfg.block_nm)
+    return block if same else None
+
+
+def _with_block(cfg: UDAConfig, block: Any) -> UDAConfig:
+    """``cfg`` with a ``block_size=None`` replaced by the resolved block (a given one is kept as written)."""
+    return cfg if cfg.block_size is not None else replace(cfg, block_size=block.value)
 
 
 class _Stage:
@@ -281,9 +354,12 @@ class _Stage:
         run_dir: Path,
         weights: Path,
         resume: Resume,
+        *,
+        mask_block: Any = None,
     ) -> None:
         self.spec, self.name, self.config, self.iterations, self.seed = spec, name, config, int(iterations), int(seed)
         self.run_dir, self.weights, self.resume = Path(run_dir), Path(weights), resume
+        self.mask_block = mask_block
         self.log = logging.getLogger(spec.logger)
 
     def settings(self, grid: Any, parent: str | None, pretrained: bool) -> dict[str, Any]:
@@ -440,6 +516,8 @@ class _Stage:
         }
         if named:
             meta["network_kwargs"] = dict(recipe.network_kwargs)
+        if self.mask_block is not None:
+            meta["mask_block"] = self.mask_block.to_dict()
         return meta
 
 

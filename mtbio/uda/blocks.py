@@ -75,7 +75,7 @@ class MaskBlock:
     voxels: tuple[int, ...]
     rule: str
     note: str
-    block_nm: float | None = None
+    block_nm: float | tuple[float, ...] | None = None
     voxel_size: list[float] | None = None
     source_block: list[int] | None = None
     source_diameter: float | None = None
@@ -113,18 +113,23 @@ class ObjectSizes:
     target_from: str = "source-only model's predictions"
 
 
-def nm_to_voxels(block_nm: float, voxel_size: Sequence[float]) -> tuple[int, ...]:
-    """A block of ``block_nm`` nm per axis as voxels per axis (``round(block_nm / voxel)``, at least 1).
+def nm_to_voxels(block_nm: float | Sequence[float], voxel_size: Sequence[float]) -> tuple[int, ...]:
+    """A block of ``block_nm`` nm (one value for every axis, or one per axis) as voxels per axis
+    (``round(block_nm / voxel)``, at least 1).
 
     >>> nm_to_voxels(256, (30, 8, 8))   # MitoEM: 30 x 8 x 8 nm voxels
     (9, 32, 32)
+    >>> nm_to_voxels((100, 160, 160), (50, 5, 5))
+    (2, 32, 32)
 
     Raises:
-        ValueError: a non-positive block or voxel size.
+        ValueError: a non-positive block or voxel size, or per-axis sizes of another length than ``voxel_size``.
     """
-    if not float(block_nm) > 0 or not voxel_size or any(not float(v) > 0 for v in voxel_size):
-        raise ValueError(f"block_nm and voxel_size must be positive, got {block_nm}, {tuple(voxel_size)}")
-    return tuple(max(1, round(float(block_nm) / float(v))) for v in voxel_size)
+    vs = [float(v) for v in voxel_size] if voxel_size else []
+    nm = [float(block_nm)] * len(vs) if isinstance(block_nm, int | float) else [float(b) for b in block_nm]
+    if not vs or len(nm) != len(vs) or any(not v > 0 for v in (*vs, *nm)):
+        raise ValueError(f"block_nm and voxel_size must be positive, one per axis; got {block_nm}, {tuple(voxel_size)}")
+    return tuple(max(1, round(b / v)) for b, v in zip(nm, vs))
 
 
 def clip_block(block: Sequence[int], crop: Sequence[int]) -> tuple[int, ...]:
@@ -234,15 +239,16 @@ def resolve_mask_block(
             extent = " x ".join(f"{b * v:g}" for b, v in zip(voxels, tvs))
             note += f" = {extent} nm at the target's {_nm(tvs)} voxels"
         return MaskBlock(voxels, "voxels", note, voxel_size=tvs)
-    nm = float(config.block_nm)
+    nm = config.block_nm
+    nm_text = f"{nm:g}" if isinstance(nm, float) else " x ".join(f"{v:g}" for v in nm)
     if tvs is not None:
         raw = nm_to_voxels(nm, tvs)
         voxels = clip_block(raw, crop)
-        note = f"mask blocks {_px(voxels)} = {nm:g} nm (block_nm) at the target's {_nm(tvs)} voxels"
+        note = f"mask blocks {_px(voxels)} = {nm_text} nm (block_nm) at the target's {_nm(tvs)} voxels"
         return MaskBlock(voxels, "nm", note + _clip_note(raw, voxels, crop), nm, tvs, clipped=raw != voxels)
     source_block = nm_to_voxels(nm, svs) if svs is not None else (DEFAULT_BLOCK_VOXELS,) * dims
     source_text = f"{_px(source_block)} (" + (
-        f"{nm:g} nm at its {_nm(svs)} voxels)" if svs is not None else "the default, its voxel size unknown too)"
+        f"{nm_text} nm at its {_nm(svs)} voxels)" if svs is not None else "the default, its voxel size unknown too)"
     )
     if sizes is not None and sizes.source and sizes.target:
         ratio = float(sizes.target) / float(sizes.source)

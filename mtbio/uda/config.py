@@ -88,6 +88,19 @@ class StrongAugment:
             raise ValueError(f"StrongAugment.contrast must be < 1, got {self.contrast}")
 
 
+def _positive_nm(value: Any) -> float | tuple[float, ...]:
+    """``block_nm`` checked: one positive finite number of nm, or one per axis (a tuple)."""
+
+    def ok(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+    if ok(value):
+        return float(value)
+    if isinstance(value, list | tuple) and value and all(ok(v) for v in value):
+        return tuple(float(v) for v in value)
+    raise ValueError(f"block_nm must be a positive number of nm, or one per axis, got {value!r}")
+
+
 def ema_alpha_for(total_steps: int, low: float = 0.99, high: float = 0.999) -> float:
     """EMA decay for a run length: ``alpha = clip(1 - 10 / total_steps, low, high)``.
 
@@ -159,7 +172,7 @@ class UDAConfig:
     consistency: ConsistencyForm = ConsistencyForm.PROBABILITIES
     mask_ratio: float | None = None
     block_size: int | tuple[int, ...] | None = None
-    block_nm: float = DEFAULT_BLOCK_NM
+    block_nm: float | tuple[float, ...] = DEFAULT_BLOCK_NM
     pl_weighting: PseudoLabelWeighting = PseudoLabelWeighting.IMAGE
     dice_weight: float = 0.0
     pl_dice_weight: float = 0.0
@@ -214,10 +227,7 @@ class UDAConfig:
             blocks = (self.block_size,) if isinstance(self.block_size, int) else self.block_size
             if not blocks or any(int(b) < 1 for b in blocks):
                 raise ValueError(f"block_size must be >= 1 (per axis) or None, got {self.block_size}")
-        number = isinstance(self.block_nm, int | float) and not isinstance(self.block_nm, bool)
-        if not (number and math.isfinite(self.block_nm) and self.block_nm > 0):
-            raise ValueError(f"block_nm must be a positive number of nm, got {self.block_nm!r}")
-        self.block_nm = float(self.block_nm)
+        self.block_nm = _positive_nm(self.block_nm)
         if self.rampup_iterations is not None and self.rampup_iterations < 0:
             raise ValueError(f"rampup_iterations must be >= 0, got {self.rampup_iterations}")
         if self.alpha is not None and not 0.0 <= self.alpha < 1.0:
@@ -259,4 +269,6 @@ class UDAConfig:
         d["pl_class_balance"] = self.pl_class_balance.value
         if isinstance(self.block_size, tuple):
             d["block_size"] = list(self.block_size)
+        if isinstance(self.block_nm, tuple):
+            d["block_nm"] = list(self.block_nm)
         return d

@@ -332,8 +332,13 @@ def _recorded_block(config: Path, cfg: UDAConfig) -> Any:
         )
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    same = block is not None and block.rule == "objects" and block.block_nm == float(cfg.block_nm)
+    same = block is not None and block.rule == "objects" and _nm_key(block.block_nm) == _nm_key(cfg.block_nm)
     return block if same else None
+
+
+def _nm_key(value: Any) -> Any:
+    """A ``block_nm`` (a number or one per axis, possibly a JSON list) in a comparable form."""
+    return float(value) if isinstance(value, int | float) else tuple(float(v) for v in value)
 
 
 def _with_block(cfg: UDAConfig, block: Any) -> UDAConfig:

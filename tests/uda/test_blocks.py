@@ -219,3 +219,20 @@ def test_unknown_voxel_size_without_a_source_only_model_keeps_the_source_block(t
     result = run_training(_spec(tmp_path / "run", source_voxel_size=(20.0,) * 3))
     assert result.mask_block["rule"] == "source" and result.mask_block["voxels"] == [8, 8]
     assert "pretrain_iterations 0" in result.mask_block["note"]
+
+
+def test_block_nm_per_axis_converts_per_axis_and_round_trips():
+    """block_nm may give one size per axis (anisotropic 3D, the em3d bundle's [z, y, x] nm): converted per axis,
+    kept as a tuple, written as a list, and a wrong count or a non-positive entry is refused."""
+    from mtbio.uda.blocks import nm_to_voxels
+    from mtbio.uda.config import UDAConfig
+
+    assert nm_to_voxels((100, 160, 160), (50, 5, 5)) == (2, 32, 32)
+    cfg = UDAConfig(block_nm=[100, 160, 160])
+    assert cfg.block_nm == (100.0, 160.0, 160.0)
+    assert cfg.to_dict()["block_nm"] == [100.0, 160.0, 160.0]
+    assert UDAConfig(**cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="one per axis"):
+        nm_to_voxels((100, 160), (50, 5, 5))
+    with pytest.raises(ValueError, match="block_nm"):
+        UDAConfig(block_nm=[100, 0, 160])

@@ -1,0 +1,113 @@
+"""benchmarks/paper_protocol.py: the budget arithmetic, and the tiny CPU run end to end (outputs, sizing)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+import torch
+
+from tests._scripts import load_benchmark
+
+pp = load_benchmark("paper_protocol")
+budget = importlib.import_module("_budget")  # as paper_protocol imports it (benchmarks/ is on the path now)
+
+
+def _times(**kw):
+    base = dict(pretrain_s_per_iter=0.1, adapt_s_per_iter=0.4, eval_s_per_run=5.0, evals_per_seed=2)
+    return budget.WarmupTimes(**{**base, **kw})
+
+
+def test_plan_splits_the_remaining_time_and_ends_within_the_budget():
+    times = _times(score_s_per_run=3.0, overhead_s_per_stage=1.0, checkpoint_s=0.5, checkpoints_per_stage=11)
+    plan = budget.plan_schedule(420.0, 60.0, times, seeds=2, pretrain_share=0.25, safety=0.9)
+    fixed = 5.0 * 2 + 3.0 + 2 * (1.0 + 11 * 0.5)  # evaluations, scoring, two stages' overhead and checkpoints
+    train = 0.9 * (420.0 - 60.0 - 2 * fixed) / 2
+    assert plan.sized and plan.budget_s == 420.0
+    assert plan.pretrain_iterations == int(0.25 * train / 0.1)
+    assert plan.iterations == int(0.75 * train / 0.4)
+    assert plan.train_s_per_seed == pytest.approx(plan.pretrain_iterations * 0.1 + plan.iterations * 0.4)
+    assert plan.expected_end_s == pytest.approx(60.0 + 2 * (plan.train_s_per_seed + fixed))
+    assert plan.expected_end_s <= 420.0
+    no_pretrain = budget.plan_schedule(420.0, 60.0, times, pretrain_share=0.0)
+    assert no_pretrain.pretrain_iterations == 0 and no_pretrain.iterations > plan.iterations
+
+
+def test_a_budget_without_room_for_one_iteration_is_refused(tmp_path, capsys):
+    with pytest.raises(budget.BudgetError, match="leaves no MaskTwins iteration"):
+        budget.plan_schedule(30.0, 20.0, _times())  # 10 s left, 10 s of evaluation
+    with pytest.raises(budget.BudgetError, match="spent before the warm-up"):
+        pp.run(pp.parse_args(["--tiny", "--minutes", "1e-6", "--out", str(tmp_path)]), 0.0)
+    assert pp.main(["--tiny", "--minutes", "1e-6", "--out", str(tmp_path)]) == 2  # one line, exit status 2
+    assert "give more --minutes" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "warmup").exists()  # nothing trained
+    with pytest.raises(ValueError, match="pretrain_share"):
+        budget.plan_schedule(100.0, 0.0, _times(), pretrain_share=1.0)
+    with pytest.raises(ValueError, match="seeds"):
+        budget.plan_schedule(100.0, 0.0, _times(), seeds=0)
+
+
+def test_schedule_flags_are_one_or_the_other(tmp_path):
+    with pytest.raises(SystemExit):
+        pp.parse_args(["--tiny", "--minutes", "1", "--iters", "5", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        pp.parse_args(["--data", str(tmp_path), "--out", str(tmp_path)])  # neither --minutes nor --iters
+    with pytest.raises(SystemExit):
+        pp.parse_args(["--minutes", "1", "--out", str(tmp_path)])  # no --data without --tiny
+    args = pp.parse_args(["--data", str(tmp_path), "--iters", "7", "--pretrain", "3", "--out", str(tmp_path / "o")])
+    recipe, config, other = pp.settings(args, torch.device("cpu"))
+    assert (recipe.iterations, recipe.pretrain_iterations, config.strategy.value) == (7, 3, "masktwins")
+    assert args.work == tmp_path / "o" / "runs" and other["eval_roi"] == pp.CPU["eval_roi"]
+    cuda = pp.settings(pp.parse_args(["--data", "d", "--minutes", "1", "--out", "o"]), torch.device("cuda"))[0]
+    assert (cuda.crop, cuda.batch_size) == ((512, 512), 8)  # paper-like on CUDA unless given
+    given = pp.settings(
+        pp.parse_args(["--data", "d", "--minutes", "1", "--crop", "256", "--out", "o"]), torch.device("cuda")
+    )
+    assert given[0].crop == (256, 256)
+
+
+def test_tiny_run_writes_every_output_within_its_sized_schedule(tmp_path):
+    import mtbio.uda.run  # noqa: F401  (the imports a test process shares are not the job's to pay for)
+    from mtbio.networks import get_network
+
+    get_network("small_unet", 2)  # MONAI's network modules
+    threads = torch.get_num_threads()
+    try:
+        assert pp.main(["--tiny", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((tmp_path / "results.json").read_text())
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert result["complete"] and result["device"]["type"] == "cpu" and result["device"]["amp"] is False
+    schedule, warm = result["schedule"], result["warmup"]
+    assert schedule["sized"] and schedule["budget_s"] == pytest.approx(pp.TINY["minutes"] * 60)
+    assert schedule["iterations"] >= 1 and schedule["expected_end_s"] <= schedule["budget_s"]
+    spent = (
+        schedule["pretrain_iterations"] * warm["pretrain_s_per_iter"]
+        + schedule["iterations"] * warm["adapt_s_per_iter"]
+    )
+    assert schedule["train_s_per_seed"] == pytest.approx(spent)
+    assert isinstance(result["timing"]["within_budget"], bool) and result["timing"]["total_s"] > 0
+    # the sized schedule is what run_training trained
+    weights = torch.load(tmp_path / "runs" / "checkpoints" / "masktwins_seed0.pt", weights_only=True)
+    assert weights["iteration"] == schedule["iterations"]
+    assert config["recipe"]["iterations"] == schedule["iterations"]
+    assert config["recipe"]["pretrain_iterations"] == schedule["pretrain_iterations"]
+    assert config["recipe"]["network"] == "small_unet" and config["uda"]["strategy"] == "masktwins"
+    expected_rows = {"masktwins_last", "masktwins_selected"} | (
+        {"source_only_start"} if schedule["pretrain_iterations"] else set()
+    )
+    assert set(result["rows"]) == expected_rows
+    sections = result["sections"]["test"]
+    for rows in result["rows"].values():
+        row = rows[0]
+        assert row["seed"] == 0 and set(pp.METRICS) <= set(row) and row["sections"] == sections
+        assert len(row["per_section"]) == sections
+        assert row["IoU"] == pytest.approx(sum(s["IoU"] for s in row["per_section"]) / sections)
+    selected = result["rows"]["masktwins_selected"][0]["selection"]
+    assert selected.startswith("label-free") if pp.selection_available() else selected.startswith("unavailable")
+    assert set(result["anchors"]) == set(pp.ANCHORS) and result["differences"]
+    assert not (tmp_path / "runs" / "warmup").exists()  # the warm-up's runs are removed
+    md = (tmp_path / "results.md").read_text()
+    assert "| masktwins_last |" in md and "68.65" in md and "75.0" in md

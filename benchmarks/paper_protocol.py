@@ -21,8 +21,8 @@ the first iterations excluded) measures seconds per iteration and one evaluation
 pre-training and the rest to MaskTwins, keeping the measured evaluation time and a 10 % margin.
 
 Settings on CUDA are paper-like unless given: 512 px crops, batch 8, 512 px evaluation windows, AMP; on the CPU
-the validated recipe's (192 px, batch 4). ``--tiny``: a CPU smoke run on the built-in synthetic pair (small network,
-32 px crops, a budget of 12 s by default) that a test runs.
+the validated recipe's (192 px, batch 4). ``--tiny``: a CPU smoke run on the built-in synthetic domains rendered in
+memory (small network, 32 px crops, a budget of 12 s by default) that a test runs.
 
 Writes ``OUT/results.json`` (metrics per row and seed with the per-section rows, timings, the schedule, the anchors
 and the protocol differences), ``OUT/results.md`` and ``OUT/config.json`` (arguments, recipe, UDA config, git hash,
@@ -144,23 +144,21 @@ def settings(args: argparse.Namespace, device: Any) -> tuple[Any, Any, dict[str,
 
 def load_data(args: argparse.Namespace) -> SimpleNamespace:
     """Source, target and test volumes (in memory) with their voxel sizes and descriptions."""
-    from mtbio.bundle.data import em2d_pair, synthetic_pair
+    from mtbio.bundle.data import em2d_pair
 
     if args.tiny:
-        pair = synthetic_pair(args.work / "synth", seed=0, shape=(8, 96, 96))
-        names = ("synthetic source", "synthetic target", "synthetic held-out target")
-    else:
-        pair = em2d_pair(args.data, direction="vnc3_to_lucchi", subset=1)
-        if args.eval_data != args.data / "lucchi_pp":
-            from mtbio.data.sources import load_split
+        return _tiny_data()
+    pair = em2d_pair(args.data, direction="vnc3_to_lucchi", subset=1)
+    if args.eval_data != args.data / "lucchi_pp":
+        from mtbio.data.sources import load_split
 
-            test = load_split("lucchi_pp", args.eval_data, "epfl_test")
-            pair.test_image, pair.test_label = test.image, test.label
-        names = (
-            "vnc3/all (4.6 nm)",
-            "lucchi_pp/epfl_train = Test_In (5 nm, unlabelled)",
-            f"lucchi_pp/epfl_test = Train_In/Train_Out ({args.eval_data})",
-        )
+        test = load_split("lucchi_pp", args.eval_data, "epfl_test")
+        pair.test_image, pair.test_label = test.image, test.label
+    names = (
+        "vnc3/all (4.6 nm)",
+        "lucchi_pp/epfl_train = Test_In (5 nm, unlabelled)",
+        f"lucchi_pp/epfl_test = Train_In/Train_Out ({args.eval_data})",
+    )
     n = pair.test_image.shape[0] if args.eval_sections is None else min(args.eval_sections, pair.test_image.shape[0])
     vs = pair.voxel_size or {}
     return SimpleNamespace(  # read once: every run_training call of the job trains on the same arrays
@@ -173,14 +171,36 @@ def load_data(args: argparse.Namespace) -> SimpleNamespace:
         target_voxel_size=vs.get("target"),
         names=names,
         sections={"source": pair.source_image.shape[0], "target": pair.target_image.shape[0], "test": n},
-        pack=_pack_record(None if args.tiny else args.data),
+        pack=_pack_record(args.data),
     )
 
 
-def _pack_record(data: Path | None) -> dict[str, Any] | None:
+def _tiny_data(shape: tuple[int, int, int] = (8, 96, 96)) -> SimpleNamespace:
+    """The synthetic source / target / held-out target domains (``mtbio.data.synthetic``), rendered in memory."""
+    from mtbio.data.synthetic import SOURCE, TARGET, synthesize
+    from mtbio.data.synthetic.io import TEST_SEED_OFFSET
+
+    source, source_label = synthesize(SOURCE, shape, 0)
+    target, _ = synthesize(TARGET, shape, 1)
+    test, test_label = synthesize(TARGET, shape, TEST_SEED_OFFSET)
+    return SimpleNamespace(
+        source_image=source,
+        source_label=source_label,
+        target_image=target,
+        test_image=test,
+        test_label=np.asarray(test_label) > 0,
+        source_voxel_size=SOURCE.voxel_size_nm,
+        target_voxel_size=TARGET.voxel_size_nm,
+        names=(f"synthetic source {shape}", f"synthetic target {shape}", f"synthetic held-out target {shape}"),
+        sections={"source": shape[0], "target": shape[0], "test": shape[0]},
+        pack=None,
+    )
+
+
+def _pack_record(data: Path) -> dict[str, Any] | None:
     """``DATA/PACK.json`` (what ``scripts/gpu_prepare.py`` packed for a device machine), when there is one."""
-    path = None if data is None else data / "PACK.json"
-    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+    path = data / "PACK.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def tta_value() -> Any:

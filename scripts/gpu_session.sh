@@ -13,7 +13,8 @@
 # Everything goes under $OUT (at most 8 files come back): gpu_check/gpu_check.{json,md}, paper/results.{json,md},
 # paper/config.json, gpu_check.log, paper.log, summary.txt. Run folders and checkpoints stay in /tmp there.
 # A failed step does not stop the next; the whole script ends within SESSION_S seconds (default 570).
-# Environment: OUT, SESSION_S, MINUTES (the protocol's budget at most, default 7), DATA (default data/gpu), PYTHON;
+# Environment: OUT, SESSION_S, CHECK_S (gpu_check's limit, default 200), MINUTES (the protocol's budget at most,
+# default 7), DATA (default data/gpu), PYTHON;
 # SMOKE=1 runs the same steps on the CPU in seconds (gpu_check --quick, paper_protocol --tiny) to try the script.
 set -u
 cd "$(dirname "$0")/.."
@@ -54,7 +55,7 @@ except Exception as err:  # reported, the steps below still run
 EOF
 [ -f "$DATA/PACK.json" ] && say "data: $("$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); t=r['target_train']; print(f\"{sys.argv[1]}: target training {len(t['sections'])} of {t['of']} sections (every {t['stride']}), test {r['test']['sections']}, git {r['git']}\")" "$DATA/PACK.json")"
 
-# step 1: GPU checks (at most 150 s)
+# step 1: GPU checks (at most CHECK_S seconds)
 check_args=(--out "$OUT/gpu_check")
 paper_args=(--data "$DATA" --device cuda --tta)
 if [ "${SMOKE:-0}" = 1 ]; then
@@ -62,7 +63,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   paper_args=(--tiny --tta)
   MINUTES=0.3
 fi
-timeout 150 "$PY" benchmarks/gpu_check.py "${check_args[@]}" >"$OUT/gpu_check.log" 2>&1
+timeout "${CHECK_S:-200}" "$PY" benchmarks/gpu_check.py "${check_args[@]}" >"$OUT/gpu_check.log" 2>&1
 rc1=$?
 say "gpu_check: exit $rc1 ($([ $rc1 -eq 124 ] && echo 'timed out' || echo done)) after $(($(date +%s) - start)) s"
 

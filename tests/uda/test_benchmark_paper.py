@@ -73,15 +73,20 @@ def test_tiny_run_writes_every_output_within_its_sized_schedule(tmp_path):
 
     get_network("small_unet", 2)  # MONAI's network modules
     threads = torch.get_num_threads()
+    minutes = pp.TINY["minutes"]
     try:
-        assert pp.main(["--tiny", "--out", str(tmp_path)]) == 0
+        rc = pp.main(["--tiny", "--out", str(tmp_path)])  # the default tiny budget
+        if rc == 2:  # a loaded machine: the warm-up left no time for one iteration, and the job refused to start
+            minutes, tmp_path = 0.6, tmp_path / "longer"  # the same checks on a budget such a machine can meet
+            rc = pp.main(["--tiny", "--minutes", str(minutes), "--out", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
+    assert rc == 0
     result = json.loads((tmp_path / "results.json").read_text())
     config = json.loads((tmp_path / "config.json").read_text())
     assert result["complete"] and result["device"]["type"] == "cpu" and result["device"]["amp"] is False
     schedule, warm = result["schedule"], result["warmup"]
-    assert schedule["sized"] and schedule["budget_s"] == pytest.approx(pp.TINY["minutes"] * 60)
+    assert schedule["sized"] and schedule["budget_s"] == pytest.approx(minutes * 60)
     assert schedule["iterations"] >= 1 and schedule["expected_end_s"] <= schedule["budget_s"]
     spent = (
         schedule["pretrain_iterations"] * warm["pretrain_s_per_iter"]

@@ -367,8 +367,9 @@ def train_and_evaluate(ctx: SimpleNamespace, data: SimpleNamespace, recipe: Any,
     selected = getattr(result, "selected_weights", None)
     facts: dict[str, Any] = {"seed": seed, "train_s": train_s, "adapt_sec_per_iter": result.sec_per_iter}
     facts["pretrain"] = result.pretrain
-    if selected is None:
-        rows["masktwins_selected"] = {**rows["masktwins_last"], "selection": "unavailable (final weights)"}
+    if selected is None:  # no selection in this mtbio, or no checkpoint it could select (all collapsed / unscored)
+        why = "none selectable: the last weights" if ctx.selection else "unavailable (final weights)"
+        rows["masktwins_selected"] = {**rows["masktwins_last"], "selection": why}
     else:
         record = read_weights(selected)
         facts["selected_iteration"] = record.iteration
@@ -443,6 +444,8 @@ def _label(row: str, rows: list[dict[str, Any]]) -> str:
     """The table's name of a row (the selected row says when it is the last weights for want of a selection)."""
     if row == "masktwins_selected" and any(r.get("selection", "").startswith("unavailable") for r in rows):
         return "masktwins_selected (selection unavailable: the last weights)"
+    if row == "masktwins_selected" and any(r.get("selection", "").startswith("none") for r in rows):
+        return "masktwins_selected (none selectable on some seed: the last weights there)"
     return row
 
 

@@ -111,8 +111,37 @@ def test_tiny_run_writes_every_output_within_its_sized_schedule(tmp_path):
         assert len(row["per_section"]) == sections
         assert row["IoU"] == pytest.approx(sum(s["IoU"] for s in row["per_section"]) / sections)
     selected = result["rows"]["masktwins_selected"][0]["selection"]
-    assert selected.startswith("label-free") if pp.selection_available() else selected.startswith("unavailable")
+    expected = ("label-free", "none selectable") if pp.selection_available() else ("unavailable",)
+    assert selected.startswith(expected)
     assert set(result["anchors"]) == set(pp.ANCHORS) and result["differences"]
     assert not (tmp_path / "runs" / "warmup").exists()  # the warm-up's runs are removed
     md = (tmp_path / "results.md").read_text()
     assert "| masktwins_last |" in md and "68.65" in md and "75.0" in md
+
+
+def test_the_selected_checkpoint_is_evaluated_as_its_own_row(tmp_path, monkeypatch):
+    """With a selection (``RunResult.selected_weights``, here the pre-training's record: another iteration), the
+    selected row is that record's evaluation: it equals the source-only start's."""
+    import mtbio.uda.run as run_module
+
+    real = run_module.run_training
+
+    def selecting(spec):
+        result = real(spec)
+        result.selected_weights = spec.pretrain_weights_path
+        return result
+
+    monkeypatch.setattr(run_module, "run_training", selecting)
+    threads = torch.get_num_threads()
+    try:
+        assert pp.main(["--tiny", "--iters", "3", "--pretrain", "2", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert not result["schedule"]["sized"] and result["warmup"] is None
+    start, last, selected = (result["rows"][r][0] for r in pp.ROWS)
+    assert selected["selection"] == "label-free" and selected["iteration"] == 2
+    assert result["runs"][0]["selected_iteration"] == 2
+    for m in pp.METRICS:
+        assert selected[m] == pytest.approx(start[m], abs=1e-9)
+    assert "selection" not in last

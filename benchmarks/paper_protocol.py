@@ -43,6 +43,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 import platform
 import shutil
 import sys
@@ -65,8 +66,8 @@ ANCHORS = {
 ROWS = ("source_only_start", "masktwins_last", "masktwins_selected")
 METRICS = ("mAP", "F1", "MCC", "IoU")
 #: settings by device (a flag given wins): crop, batch, evaluation window, warm-up iterations
-PAPER_CUDA = {"crop_size": 512, "batch_size": 8, "eval_roi": 512, "warmup": 20}
-CPU = {"eval_roi": 384, "warmup": 4}
+PAPER_CUDA = {"crop_size": 512, "batch_size": 8, "eval_roi": 512, "warmup": 40}
+CPU = {"eval_roi": 384, "warmup": 6}
 TINY = {"network": "small_unet", "crop_size": 32, "batch_size": 2, "eval_roi": 64, "warmup": 2, "minutes": 0.2}
 #: checkpoints (and label-free scorings) of one stage: every iterations // 10, and the end
 SCORES_PER_RUN = 11
@@ -85,7 +86,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="CPU smoke run on the synthetic pair (tests)")
     p.add_argument("--minutes", type=float, help="wall-clock budget of the whole job; sizes the schedule")
     p.add_argument("--pretrain-share", type=float, default=0.25, help="share of training time for the pre-training")
-    p.add_argument("--warmup", type=int, help="warm-up iterations per step kind (default 20 CUDA, 4 CPU, 2 tiny)")
+    p.add_argument("--warmup", type=int, help="warm-up iterations per step kind (default 40 CUDA, 6 CPU, 2 tiny)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (FIRST .. FIRST+N-1)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--device", help="torch device (default cuda when available, else cpu)")
@@ -268,22 +269,25 @@ def warm_up(ctx: SimpleNamespace, data: SimpleNamespace, recipe: Any) -> tuple[W
     shutil.rmtree(root, ignore_errors=True)
     measured: dict[str, Any] = {"iterations": n, "untimed_iterations": first}
     per_iter, overhead, last = {}, [], None
+    checkpoint_s = _checkpoint_seconds(recipe, root / "checkpoint_probe.pt")
     for strategy in ("source_only", "masktwins"):
         spec = _spec(ctx, data, root / strategy, probe, strategy, stop_after=first)
-        run_training(spec)
+        start = run_training(spec)
         spec.stop_after = None
         t0 = time.perf_counter()
         last = run_training(spec)
         wall = time.perf_counter() - t0
-        per_iter[strategy] = float(last.sec_per_iter)
-        overhead.append(max(0.0, wall - last.seconds))
+        # the resumed fit() also loads the checkpoint and writes the final one
+        per_iter[strategy] = max(1e-4, (last.seconds - 2 * checkpoint_s) / (n - first))
+        # a stage's cost beyond its iterations: outside fit() (network, samplers, the weights file), and the
+        # slower first iterations of a new trainer (what the untimed part took beyond the steady state)
+        overhead.append(max(0.0, wall - last.seconds) + max(0.0, start.seconds - first * per_iter[strategy]))
     net = last.teacher()
     probe_sections = min(2, data.test_image.shape[0])
     small = SimpleNamespace(**{**vars(data), "test_image": data.test_image[:probe_sections]})
     small.test_label = data.test_label[:probe_sections]
     eval_s = evaluate(net, small, ctx)["eval_s"] * data.test_image.shape[0] / probe_sections
     score_s = _score_seconds(net, data, recipe, ctx) * SCORES_PER_RUN if ctx.selection else 0.0
-    checkpoint_s = _checkpoint_seconds(net, root / "checkpoint_probe.pt")
     shutil.rmtree(root, ignore_errors=True)
     times = WarmupTimes(
         pretrain_s_per_iter=per_iter["source_only"],
@@ -298,14 +302,16 @@ def warm_up(ctx: SimpleNamespace, data: SimpleNamespace, recipe: Any) -> tuple[W
     return times, measured
 
 
-def _checkpoint_seconds(net: Any, path: Path) -> float:
-    """Seconds to write a file the size of a resumable checkpoint (student, teacher and AdamW's two moments: four
-    copies of the weights) where the runs write theirs."""
+def _checkpoint_seconds(recipe: Any, path: Path) -> float:
+    """Seconds to write a file the size of a resumable checkpoint of the recipe's network (student, teacher and
+    AdamW's two moments: four copies of the weights) where the runs write theirs."""
     import torch
 
-    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    blob = {name: state for name in ("student", "teacher", "exp_avg", "exp_avg_sq")}
-    blob = {name: {k: v.clone() for k, v in d.items()} for name, d in blob.items()}
+    from mtbio.networks import get_network
+
+    state = get_network(recipe.network, recipe.spatial_dims, **recipe.network_kwargs).state_dict()
+    blob = {name: {k: v.clone() for k, v in state.items()} for name in ("student", "teacher", "exp_avg", "exp_avg_sq")}
+    path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     torch.save(blob, path)
     seconds = time.perf_counter() - t0
@@ -440,6 +446,16 @@ def write_outputs(out: Path, result: dict[str, Any], config: dict[str, Any]) -> 
     tmp.replace(out / "results.md")
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux) and its core count."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model} ({os.cpu_count()} cores)"
+
+
 def _label(row: str, rows: list[dict[str, Any]]) -> str:
     """The table's name of a row (the selected row says when it is the last weights for want of a selection)."""
     if row == "masktwins_selected" and any(r.get("selection", "").startswith("unavailable") for r in rows):
@@ -462,7 +478,7 @@ def run(args: argparse.Namespace, t_start: float) -> int:
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     recipe, config, other = settings(args, device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     want = args.tta
     ctx = SimpleNamespace(
         device=device, amp=device.type == "cuda", work=args.work, config=config, tiny=args.tiny, seeds=args.seeds,
@@ -479,9 +495,17 @@ def run(args: argparse.Namespace, t_start: float) -> int:
                 "imports and data); give more --minutes"
             )
         warm, measured = warm_up(ctx, data, recipe)
-        schedule = plan_schedule(
-            budget_s, time.perf_counter() - t_start, warm, seeds=args.seeds, pretrain_share=args.pretrain_share
-        )
+        try:
+            schedule = plan_schedule(
+                budget_s, time.perf_counter() - t_start, warm, seeds=args.seeds, pretrain_share=args.pretrain_share
+            )
+        except BudgetError as err:  # keep what the warm-up measured: it says what a budget would need
+            from mtbio.provenance import write_json_atomic
+
+            refused = {"benchmark": "paper_protocol", "complete": False, "error": str(err), "device": name}
+            refused.update(warmup={**warm.to_dict(), **measured}, budget_s=budget_s, command=args.argv)
+            write_json_atomic(args.out / "results.json", refused)
+            raise
         print(f"[plan] {json.dumps(schedule.to_dict())} from {json.dumps(warm.to_dict())}", flush=True)
     else:
         schedule = Schedule(recipe.pretrain_iterations, recipe.iterations)

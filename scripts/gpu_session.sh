@@ -61,7 +61,7 @@ paper_args=(--data "$DATA" --device cuda --tta)
 if [ "${SMOKE:-0}" = 1 ]; then
   check_args+=(--device cpu --quick --repeats 1)
   paper_args=(--tiny --tta)
-  MINUTES=0.3
+  MINUTES=0.5
 fi
 timeout "${CHECK_S:-200}" "$PY" benchmarks/gpu_check.py "${check_args[@]}" >"$OUT/gpu_check.log" 2>&1
 rc1=$?

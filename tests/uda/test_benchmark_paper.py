@@ -67,26 +67,56 @@ def test_schedule_flags_are_one_or_the_other(tmp_path):
     assert given[0].crop == (256, 256)
 
 
-def test_tiny_run_writes_every_output_within_its_sized_schedule(tmp_path):
+def _main(argv):
+    threads = torch.get_num_threads()
+    try:
+        return pp.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_tiny_fixed_run_writes_every_output(tmp_path):
+    assert _main(["--tiny", "--iters", "3", "--pretrain", "2", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert result["complete"] and result["device"]["type"] == "cpu" and result["device"]["amp"] is False
+    assert result["schedule"] == {**result["schedule"], "pretrain_iterations": 2, "iterations": 3, "sized": False}
+    assert result["warmup"] is None and result["timing"]["within_budget"] is None
+    weights = torch.load(tmp_path / "runs" / "checkpoints" / "masktwins_seed0.pt", weights_only=True)
+    assert weights["iteration"] == 3 and weights["strategy"] == "masktwins"
+    assert (config["recipe"]["iterations"], config["recipe"]["pretrain_iterations"]) == (3, 2)
+    assert config["recipe"]["network"] == "small_unet" and config["uda"]["strategy"] == "masktwins"
+    assert set(result["rows"]) == set(pp.ROWS)
+    sections = result["sections"]["test"]
+    for rows in result["rows"].values():
+        row = rows[0]
+        assert row["seed"] == 0 and set(pp.METRICS) <= set(row) and row["sections"] == sections
+        assert len(row["per_section"]) == sections
+        assert row["IoU"] == pytest.approx(sum(s["IoU"] for s in row["per_section"]) / sections)
+    selected = result["rows"]["masktwins_selected"][0]["selection"]
+    expected = ("label-free", "none selectable") if pp.selection_available() else ("unavailable",)
+    assert selected.startswith(expected)
+    assert set(result["anchors"]) == set(pp.ANCHORS) and result["differences"]
+    md = (tmp_path / "results.md").read_text()
+    assert "| masktwins_last |" in md and "68.65" in md and "75.0" in md
+
+
+@pytest.mark.slow
+def test_tiny_sized_run_trains_the_schedule_planned_within_its_budget(tmp_path):
     import mtbio.uda.run  # noqa: F401  (the imports a test process shares are not the job's to pay for)
     from mtbio.networks import get_network
 
     get_network("small_unet", 2)  # MONAI's network modules
-    threads = torch.get_num_threads()
     minutes = pp.TINY["minutes"]
-    try:
-        rc = pp.main(["--tiny", "--out", str(tmp_path)])  # the default tiny budget
-        if rc == 2:  # a loaded machine: the warm-up left no time for one iteration, and the job refused to start
-            minutes, tmp_path = 0.6, tmp_path / "longer"  # the same checks on a budget such a machine can meet
-            rc = pp.main(["--tiny", "--minutes", str(minutes), "--out", str(tmp_path)])
-    finally:
-        torch.set_num_threads(threads)
+    rc = _main(["--tiny", "--out", str(tmp_path)])  # the default tiny budget
+    if rc == 2:  # a loaded machine: the warm-up left no time for one iteration, and the job refused to start
+        minutes, tmp_path = 0.6, tmp_path / "longer"  # the same checks on a budget such a machine can meet
+        rc = _main(["--tiny", "--minutes", str(minutes), "--out", str(tmp_path)])
     assert rc == 0
     result = json.loads((tmp_path / "results.json").read_text())
     config = json.loads((tmp_path / "config.json").read_text())
-    assert result["complete"] and result["device"]["type"] == "cpu" and result["device"]["amp"] is False
     schedule, warm = result["schedule"], result["warmup"]
-    assert schedule["sized"] and schedule["budget_s"] == pytest.approx(minutes * 60)
+    assert result["complete"] and schedule["sized"] and schedule["budget_s"] == pytest.approx(minutes * 60)
     assert schedule["iterations"] >= 1 and schedule["expected_end_s"] <= schedule["budget_s"]
     spent = (
         schedule["pretrain_iterations"] * warm["pretrain_s_per_iter"]
@@ -99,24 +129,7 @@ def test_tiny_run_writes_every_output_within_its_sized_schedule(tmp_path):
     assert weights["iteration"] == schedule["iterations"]
     assert config["recipe"]["iterations"] == schedule["iterations"]
     assert config["recipe"]["pretrain_iterations"] == schedule["pretrain_iterations"]
-    assert config["recipe"]["network"] == "small_unet" and config["uda"]["strategy"] == "masktwins"
-    expected_rows = {"masktwins_last", "masktwins_selected"} | (
-        {"source_only_start"} if schedule["pretrain_iterations"] else set()
-    )
-    assert set(result["rows"]) == expected_rows
-    sections = result["sections"]["test"]
-    for rows in result["rows"].values():
-        row = rows[0]
-        assert row["seed"] == 0 and set(pp.METRICS) <= set(row) and row["sections"] == sections
-        assert len(row["per_section"]) == sections
-        assert row["IoU"] == pytest.approx(sum(s["IoU"] for s in row["per_section"]) / sections)
-    selected = result["rows"]["masktwins_selected"][0]["selection"]
-    expected = ("label-free", "none selectable") if pp.selection_available() else ("unavailable",)
-    assert selected.startswith(expected)
-    assert set(result["anchors"]) == set(pp.ANCHORS) and result["differences"]
     assert not (tmp_path / "runs" / "warmup").exists()  # the warm-up's runs are removed
-    md = (tmp_path / "results.md").read_text()
-    assert "| masktwins_last |" in md and "68.65" in md and "75.0" in md
 
 
 def test_the_selected_checkpoint_is_evaluated_as_its_own_row(tmp_path, monkeypatch):
@@ -132,11 +145,7 @@ def test_the_selected_checkpoint_is_evaluated_as_its_own_row(tmp_path, monkeypat
         return result
 
     monkeypatch.setattr(run_module, "run_training", selecting)
-    threads = torch.get_num_threads()
-    try:
-        assert pp.main(["--tiny", "--iters", "3", "--pretrain", "2", "--out", str(tmp_path)]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert _main(["--tiny", "--iters", "3", "--pretrain", "2", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results.json").read_text())
     assert not result["schedule"]["sized"] and result["warmup"] is None
     start, last, selected = (result["rows"][r][0] for r in pp.ROWS)
@@ -145,3 +154,16 @@ def test_the_selected_checkpoint_is_evaluated_as_its_own_row(tmp_path, monkeypat
     for m in pp.METRICS:
         assert selected[m] == pytest.approx(start[m], abs=1e-9)
     assert "selection" not in last
+
+
+def test_a_refused_budget_keeps_the_warmup_measurements(tmp_path, monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise budget.BudgetError("a budget of 1 s leaves no MaskTwins iteration")
+
+    monkeypatch.setattr(pp, "plan_schedule", refuse)
+    assert _main(["--tiny", "--minutes", "5", "--out", str(tmp_path)]) == 2
+    refused = json.loads((tmp_path / "results.json").read_text())
+    assert not refused["complete"] and "leaves no MaskTwins iteration" in refused["error"]
+    assert refused["warmup"]["adapt_s_per_iter"] > 0 and refused["warmup"]["eval_s_per_run"] > 0
+    assert "leaves no MaskTwins iteration" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "masktwins_seed0").exists()  # nothing trained after the refusal

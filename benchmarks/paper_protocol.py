@@ -57,14 +57,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _budget import BudgetError, Schedule, WarmupTimes, plan_schedule  # noqa: E402
+from _paper_data import load_data  # noqa: E402
+from _paper_report import ANCHORS, METRICS, differences, write_outputs  # noqa: E402, F401  (ANCHORS: the tests)
 
-#: published IoU / mAP (%) on VNC III -> Lucchi subset 1 (all 165 test sections)
-ANCHORS = {
-    "DA-ISC (MICCAI 2022)": {"IoU": 68.65, "mAP": 89.48},
-    "MaskTwins (ICML 2025)": {"IoU": 75.0},
-}
 ROWS = ("source_only_start", "masktwins_last", "masktwins_selected")
-METRICS = ("mAP", "F1", "MCC", "IoU")
 #: settings by device (a flag given wins): crop, batch, evaluation window, warm-up iterations
 PAPER_CUDA = {"crop_size": 512, "batch_size": 8, "eval_roi": 512, "warmup": 40}
 CPU = {"eval_roi": 384, "warmup": 6}
@@ -141,67 +137,6 @@ def settings(args: argparse.Namespace, device: Any) -> tuple[Any, Any, dict[str,
     if other["warmup"] < 2:
         raise ValueError(f"--warmup must be >= 2 (the first iteration is not timed), got {other['warmup']}")
     return recipe, config_from_args(args, UDAConfig, strategy="masktwins"), other
-
-
-def load_data(args: argparse.Namespace) -> SimpleNamespace:
-    """Source, target and test volumes (in memory) with their voxel sizes and descriptions."""
-    from mtbio.bundle.data import em2d_pair
-
-    if args.tiny:
-        return _tiny_data()
-    pair = em2d_pair(args.data, direction="vnc3_to_lucchi", subset=1)
-    if args.eval_data != args.data / "lucchi_pp":
-        from mtbio.data.sources import load_split
-
-        test = load_split("lucchi_pp", args.eval_data, "epfl_test")
-        pair.test_image, pair.test_label = test.image, test.label
-    names = (
-        "vnc3/all (4.6 nm)",
-        "lucchi_pp/epfl_train = Test_In (5 nm, unlabelled)",
-        f"lucchi_pp/epfl_test = Train_In/Train_Out ({args.eval_data})",
-    )
-    n = pair.test_image.shape[0] if args.eval_sections is None else min(args.eval_sections, pair.test_image.shape[0])
-    vs = pair.voxel_size or {}
-    return SimpleNamespace(  # read once: every run_training call of the job trains on the same arrays
-        source_image=np.asarray(pair.source_image[:]),
-        source_label=np.asarray(pair.source_label[:]),
-        target_image=np.asarray(pair.target_image[:]),
-        test_image=np.asarray(pair.test_image[:n]),
-        test_label=np.asarray(pair.test_label[:n]) > 0,
-        source_voxel_size=vs.get("source"),
-        target_voxel_size=vs.get("target"),
-        names=names,
-        sections={"source": pair.source_image.shape[0], "target": pair.target_image.shape[0], "test": n},
-        pack=_pack_record(args.data),
-    )
-
-
-def _tiny_data(shape: tuple[int, int, int] = (8, 96, 96)) -> SimpleNamespace:
-    """The synthetic source / target / held-out target domains (``mtbio.data.synthetic``), rendered in memory."""
-    from mtbio.data.synthetic import SOURCE, TARGET, synthesize
-    from mtbio.data.synthetic.io import TEST_SEED_OFFSET
-
-    source, source_label = synthesize(SOURCE, shape, 0)
-    target, _ = synthesize(TARGET, shape, 1)
-    test, test_label = synthesize(TARGET, shape, TEST_SEED_OFFSET)
-    return SimpleNamespace(
-        source_image=source,
-        source_label=source_label,
-        target_image=target,
-        test_image=test,
-        test_label=np.asarray(test_label) > 0,
-        source_voxel_size=SOURCE.voxel_size_nm,
-        target_voxel_size=TARGET.voxel_size_nm,
-        names=(f"synthetic source {shape}", f"synthetic target {shape}", f"synthetic held-out target {shape}"),
-        sections={"source": shape[0], "target": shape[0], "test": shape[0]},
-        pack=None,
-    )
-
-
-def _pack_record(data: Path) -> dict[str, Any] | None:
-    """``DATA/PACK.json`` (what ``scripts/gpu_prepare.py`` packed for a device machine), when there is one."""
-    path = data / "PACK.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def tta_value() -> Any:
@@ -391,61 +326,6 @@ def train_and_evaluate(ctx: SimpleNamespace, data: SimpleNamespace, recipe: Any,
     return rows, facts
 
 
-def differences(ctx: SimpleNamespace, data: SimpleNamespace, recipe: Any, schedule: Schedule) -> list[str]:
-    """The ways this run differs from the published protocol, written out."""
-    if ctx.tiny:
-        return ["tiny synthetic smoke run: not the protocol's data; not comparable with the anchors"]
-    tta = "flip TTA" if ctx.tta is not None else ("no TTA (this mtbio has none)" if ctx.want_tta else "no TTA")
-    pack = (data.pack or {}).get("target_train")
-    packed = (
-        f", every {pack['stride']}-th of {pack['of']} (packed for the device)" if pack and pack["stride"] > 1 else ""
-    )
-    return [
-        f"iterations: {schedule.pretrain_iterations} source-only + {schedule.iterations} MaskTwins per seed "
-        "(DA-ISC: 200k iterations on a GPU)",
-        f"crops {recipe.crop[0]}x{recipe.crop[1]} px, batch {recipe.batch_size}, network mtbio '{recipe.network}'",
-        f"test sections: {data.sections['test']} of the EPFL testing volume (published: all 165, per-section mean)",
-        f"target training sections: {data.sections['target']} (EPFL training volume: 165){packed}",
-        "input: 1 section (DA-ISC: 2 adjacent sections)",
-        f"evaluation: {tta} (DA-ISC: flip TTA), {ctx.eval_roi} px windows",
-        f"hardware: {ctx.device_name}; seeds: {ctx.seeds}",
-        "VNC III 4.6 nm vs Lucchi 5 nm in-plane: trained as given (within run_training's 10 % tolerance)",
-    ]
-
-
-def write_outputs(out: Path, result: dict[str, Any], config: dict[str, Any]) -> None:
-    from _common import summarize
-
-    from mtbio.provenance import write_json_atomic
-
-    write_json_atomic(out / "results.json", result)
-    write_json_atomic(out / "config.json", config)
-    table = {
-        _label(r, rows): [{k: v for k, v in row.items() if k in METRICS} for row in rows]
-        for r, rows in result["rows"].items()
-    }
-    lines = [f"# Paper protocol: {result['protocol']}", "", f"Command: `{result['command']}`  "]
-    timing = result["timing"]
-    budget = f" of a {timing['budget_s']:.0f} s budget" if timing["budget_s"] else ""
-    lines.append(
-        f"Device: {result['device']['name']} (torch {result['device']['torch']}); selection: {result['selection']}; "
-        f"wall clock {timing['total_s']:.0f} s{budget}"
-    )
-    lines += ["", summarize(table), "Published (VNC III -> Lucchi subset 1, 165 test sections):", ""]
-    lines += ["| method | mAP (%) | IoU (%) |", "|---|---|---|"]
-    for name, a in ANCHORS.items():
-        lines.append(f"| {name} | {a.get('mAP', '-')} | {a['IoU']} |")
-    lines += ["", "Differences from the published protocol:", ""] + [f"* {d}" for d in result["differences"]]
-    s = result["schedule"]
-    how = "sized to the budget" if s["sized"] else "fixed"
-    lines += ["", f"Schedule: {s['pretrain_iterations']} + {s['iterations']} iterations per seed ({how})."]
-    if not result["complete"]:
-        lines += ["", "**Incomplete**: the job has not finished every seed (the rows hold the seeds done)."]
-    tmp = out / ".results.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out / "results.md")
-
-
 def _cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux) and its core count."""
     try:
@@ -454,15 +334,6 @@ def _cpu_name() -> str:
     except (OSError, StopIteration):
         model = platform.processor() or platform.machine()
     return f"{model} ({os.cpu_count()} cores)"
-
-
-def _label(row: str, rows: list[dict[str, Any]]) -> str:
-    """The table's name of a row (the selected row says when it is the last weights for want of a selection)."""
-    if row == "masktwins_selected" and any(r.get("selection", "").startswith("unavailable") for r in rows):
-        return "masktwins_selected (selection unavailable: the last weights)"
-    if row == "masktwins_selected" and any(r.get("selection", "").startswith("none") for r in rows):
-        return "masktwins_selected (none selectable on some seed: the last weights there)"
-    return row
 
 
 def run(args: argparse.Namespace, t_start: float) -> int:

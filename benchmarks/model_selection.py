@@ -6,7 +6,8 @@ strategy and seed, a run starts from the seed's cached source-only network (``--
 
 * scored without labels on the direction's unlabelled target adaptation volume (:func:`mtbio.uda.selection.
   score_network`, the fixed crop sample of ``mtbio score``), and
-* evaluated with labels on the direction's test sections (per-section mAP / F1 / MCC / IoU, mean over sections).
+* evaluated with labels on the direction's test sections (per-section mAP / F1 / MCC / IoU, mean over sections;
+  ``--tta`` sets the test-time augmentation of this evaluation, recorded in each row; a pool holds one setting).
 
 Forced collapses (negatives): ``small_unet`` from random weights, MaskTwins with the logit consistency and a large
 ``lambda_cm`` (``--collapse-lambda-cm``), no pre-training, ``--collapses`` seeds per direction.
@@ -44,6 +45,7 @@ PRETRAIN_SEED_OFFSET = 10_000
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from mtbio.inference.settings import TTA, InferenceSettings
     from mtbio.uda.recipe import Recipe
 
     recipe = Recipe()  # the validated recipe's defaults: this benchmark selects among its checkpoints
@@ -67,6 +69,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=recipe.batch_size)
     p.add_argument("--eval-sections", type=int, default=None, help="score only the first N test sections")
     p.add_argument("--eval-roi", type=int, default=384)
+    p.add_argument(
+        "--tta",
+        default=InferenceSettings().tta.value,
+        choices=[t.value for t in TTA],
+        help="test-time augmentation of the labelled evaluation (InferenceSettings.tta; each pool row records it; "
+        "default: %(default)s)",
+    )
     p.add_argument("--score-crops", type=int, default=16, help="crops of the label-free score sample")
     p.add_argument("--score-crop", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
@@ -150,8 +159,19 @@ def _measure(args: argparse.Namespace, net: Any, pair: Any, test: np.ndarray, la
         source_fraction=fsrc,
     )  # fmt: skip
     t1 = time.perf_counter()
-    metrics = evaluate_network(net, test, label, roi_size=(args.eval_roi, args.eval_roi))
-    return {**metrics, **score.to_dict(), "score_sec": t1 - t0, "eval_sec": time.perf_counter() - t1}
+    metrics = evaluate_network(net, test, label, roi_size=(args.eval_roi, args.eval_roi), tta=args.tta)
+    return {**metrics, **score.to_dict(), "score_sec": t1 - t0, "eval_sec": time.perf_counter() - t1, "tta": args.tta}
+
+
+def check_pool_tta(pool: list[dict[str, Any]], tta: str, path: Path) -> None:
+    """Raise ValueError when ``pool`` holds rows evaluated with another test-time augmentation than ``tta`` (rows
+    without the key were evaluated without it): a pool's IoUs must be comparable."""
+    other = sorted({str(r.get("tta", "none")) for r in pool} - {tta})
+    if other:
+        raise ValueError(
+            f"{path}: its rows were evaluated with --tta {', '.join(other)}, this run with --tta {tta}; "
+            "use another --out (or the same --tta)"
+        )
 
 
 def _train_run(args: argparse.Namespace, run: dict[str, Any], pool: list[dict[str, Any]], cache: dict) -> bool:
@@ -290,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     pool = _read_pool(args.out / "pool.jsonl")
     if not args.analyse_only:
+        check_pool_tta(pool, args.tta, args.out / "pool.jsonl")
         torch.set_num_threads(args.threads)
         if args.max_minutes is not None:
             args._deadline = time.monotonic() + 60 * args.max_minutes

@@ -11,8 +11,9 @@ Protocol (DA-ISC / MaskTwins "subset 1" on the sections this data folder holds):
 Every seed first trains one source-only network for ``--pretrain`` iterations (default 800; its own crop
 sequence); every strategy of that seed, source-only included, then starts from those weights (student and teacher)
 and trains ``--iters`` more iterations (default 800) with the same source crop sequence, and is evaluated through
-its EMA teacher at the last iteration (no checkpoint selection on target labels). Self-training from scratch
-collapsed to background on some seeds (the early teacher labels almost no target voxel foreground; docs/uda.md).
+its EMA teacher at the last iteration (no checkpoint selection on target labels; ``--tta`` sets the test-time
+augmentation of this evaluation only, recorded in ``config.json``). Self-training from scratch collapsed to
+background on some seeds (the early teacher labels almost no target voxel foreground; docs/uda.md).
 Intensities are z-scored per section; the pixel sizes (VNC 4.6 nm vs Lucchi 5 nm in-plane, ~8 %) are not
 resampled.
 
@@ -32,6 +33,8 @@ Examples::
         --iters 20 --eval-sections 2 --out /tmp/em2d_smoke                          # a smoke test
     python benchmarks/uda_em2d.py --eval-only --checkpoints runs/em2d/checkpoints --eval-data /data/lucchi_pp \\
         --out runs/em2d_full_test                                                   # re-score saved weights
+    python benchmarks/uda_em2d.py --eval-only --checkpoints runs/em2d/checkpoints --data ../shared/data \\
+        --tta flips --out runs/em2d_tta                                             # the same weights, with TTA
     python benchmarks/uda_em2d.py --data ../shared/data --first-seed 2 --seeds 1 --out runs/em2d_s2  # seeds split
         # over processes: copy every OUT/checkpoints/*.pt into one folder, then --eval-only scores them together
 """
@@ -50,6 +53,7 @@ DEFAULT_STRATEGIES = ("source_only", "mean_teacher", "mic", "random_pair", "mask
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from mtbio.inference.settings import TTA, InferenceSettings
     from mtbio.uda.config import UDAConfig
     from mtbio.uda.options import add_config_arguments
     from mtbio.uda.recipe import Recipe
@@ -66,6 +70,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--eval-sections", type=int, default=None, help="score only the first N test sections")
     p.add_argument("--eval-roi", type=int, default=384, help="sliding-window size at evaluation")
+    p.add_argument(
+        "--tta",
+        default=InferenceSettings().tta.value,
+        choices=[t.value for t in TTA],
+        help="test-time augmentation at evaluation only (InferenceSettings.tta; default: %(default)s)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--eval-only", action="store_true", help="score the checkpoints of --checkpoints, no training")
@@ -99,7 +109,8 @@ def _eval_split(args: argparse.Namespace) -> tuple[Any, Any]:
 def _score(net: Any, image: Any, label: Any, args: argparse.Namespace) -> dict[str, float]:
     from mtbio.uda.evaluate import evaluate_network
 
-    return evaluate_network(net, image, label, roi_size=(args.eval_roi, args.eval_roi), device=args.device)
+    roi = (args.eval_roi, args.eval_roi)
+    return evaluate_network(net, image, label, roi_size=roi, device=args.device, tta=args.tta)
 
 
 def _load_results(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -136,7 +147,12 @@ def run_eval_only(args: argparse.Namespace) -> int:
         metrics = _score(net, image, label, args)
         results.setdefault(meta["strategy"], []).append({"seed": meta["seed"], **metrics})
         print(f"{f.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
-    config = {"eval_only": True, "checkpoints": str(args.checkpoints), "eval_data": str(args.eval_data)}
+    config = {
+        "eval_only": True,
+        "checkpoints": str(args.checkpoints),
+        "eval_data": str(args.eval_data),
+        "tta": args.tta,
+    }
     config["git"] = git_hash()
     _write_outputs(args.out, results, config)
     print((args.out / "results.md").read_text())

@@ -2,7 +2,8 @@
 
 MONAI resolves a ``%file#id`` include relative to the working directory, so a portable bundle cannot include
 ``configs/``; instead this script copies each fragment's body into the bundle's config files between two marker
-lines, and regenerates ``configs/uda.yaml`` from :class:`mtbio.uda.config.UDAConfig` first::
+lines, and regenerates ``configs/uda.yaml`` from :class:`mtbio.uda.config.UDAConfig` (and the ``tta`` value of
+``configs/inference_shared.yaml`` from :data:`mtbio.inference.settings.TOOL_DEFAULTS`) first::
 
     # >>> generated from configs/uda.yaml by scripts/sync_bundles.py: edit there, not here
     ...
@@ -35,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: the repository's mtbio, not another installed one
     sys.path.insert(0, str(REPO))
 
+from mtbio.inference.settings import TOOL_DEFAULTS  # noqa: E402
 from mtbio.uda.config import UDAConfig  # noqa: E402
 from mtbio.uda.options import field_docs  # noqa: E402
 
@@ -49,6 +51,10 @@ TARGETS: dict[str, tuple[str, ...]] = {
 }
 #: UDAConfig fields the bundles do not expose (the workflow sets ``strategy`` per entry of ``strategies``)
 NOT_IN_BUNDLES = ("strategy",)
+#: the fragment whose top-level ids of :data:`TOOL_DEFAULT_IDS` are valued from :data:`TOOL_DEFAULTS`
+INFERENCE_FRAGMENT = "inference_shared.yaml"
+#: InferenceSettings fields that configs/inference_shared.yaml states with the tools' default
+TOOL_DEFAULT_IDS = ("tta",)
 BEGIN = "# >>> generated from configs/{name} by scripts/sync_bundles.py: edit there, not here"
 END = "# <<< end of configs/{name}"
 WIDTH = 120
@@ -135,6 +141,21 @@ def uda_fragment(cls: type = UDAConfig) -> str:
         out.append(f'{f.name}: "${_class_path(cls)}.{f.name}"')
         mapping.append(f'  {f.name}: "@{f.name}"')
     return "\n".join(out + mapping) + "\n"
+
+
+def with_tool_defaults(text: str, name: str = INFERENCE_FRAGMENT) -> str:
+    """``text`` (``configs/inference_shared.yaml``) with each top-level id of :data:`TOOL_DEFAULT_IDS` valued as
+    :data:`mtbio.inference.settings.TOOL_DEFAULTS` (``tta: none``).
+
+    Raises:
+        ValueError: the fragment lacks one of the ids.
+    """
+    for field in TOOL_DEFAULT_IDS:
+        line = re.compile(rf"^{field}:.*$", re.MULTILINE)
+        if not line.search(text):
+            raise ValueError(f"configs/{name}: no top-level id {field!r} (the tools' default of InferenceSettings)")
+        text = line.sub(f"{field}: {_shown(getattr(TOOL_DEFAULTS, field))}", text)
+    return text
 
 
 # --- fragments and generated regions ---
@@ -238,6 +259,7 @@ def plan(repo: Path = REPO) -> dict[Path, str]:
     wanted: dict[Path, str] = {configs / UDA_FRAGMENT: uda_fragment()}
     texts = {name: (configs / name).read_text() for name in fragment_names() if name != UDA_FRAGMENT}
     texts[UDA_FRAGMENT] = wanted[configs / UDA_FRAGMENT]
+    texts[INFERENCE_FRAGMENT] = wanted[configs / INFERENCE_FRAGMENT] = with_tool_defaults(texts[INFERENCE_FRAGMENT])
     bodies = {name: fragment_body(text, name) for name, text in texts.items()}
     for bundle in sorted(p for p in (repo / "bundles").iterdir() if (p / "configs").is_dir()):
         for file_name, names in TARGETS.items():
@@ -256,7 +278,10 @@ def stale(repo: Path = REPO) -> list[str]:
             continue
         rel = path.relative_to(repo)
         if path.parent.name == "configs" and path.parent.parent == repo:
-            problems.append(f"{rel}: out of date with mtbio.uda.config.UDAConfig")
+            source = "mtbio.uda.config.UDAConfig"
+            if path.name == INFERENCE_FRAGMENT:
+                source = "mtbio.inference.settings.TOOL_DEFAULTS"
+            problems.append(f"{rel}: out of date with {source}")
             continue
         old, new = regions(current), regions(text)
         names = [n for n in new if old.get(n) != new[n]] or ["(outside the regions)"]

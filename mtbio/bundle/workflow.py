@@ -205,6 +205,7 @@ def predict(
     dtype: str = UNSET,
     device: str | torch.device | None = UNSET,
     resample: bool = UNSET,
+    tta: str = UNSET,
 ) -> dict[str, Path]:
     """Predict ``image`` with each strategy's weights (``models_dir/<strategy>.pt``, the EMA teacher) through the
     streaming :func:`mtbio.inference.predict_volume`, into ``predictions_dir/<strategy>.zarr``.
@@ -220,8 +221,9 @@ def predict(
             the rule the weights record, else per section for 2D networks and per volume for 3D ones). With
             ``resample`` the image is predicted at the voxel size the weights were trained at and the prediction
             resampled back (:mod:`mtbio.inference.resampled`).
-        roi_size, overlap, normalize, batch_size, dtype, device, resample: replace that field of ``settings`` (the
-            bundle config's ``roi_size`` / ``overlap`` / ``normalize`` / ``device``); ``roi_size`` is required.
+        roi_size, overlap, normalize, batch_size, dtype, device, resample, tta: replace that field of ``settings``
+            (the bundle config's ``roi_size`` / ``overlap`` / ``normalize`` / ``device`` / ``tta``); ``roi_size`` is
+            required.
 
     Returns:
         strategy -> prediction store.
@@ -241,6 +243,7 @@ def predict(
         dtype=dtype,
         device=device,
         resample=resample,
+        tta=tta,
     )
     volume = _as_volume(image, "image to predict")
     out: dict[str, Path] = {}

@@ -6,6 +6,7 @@ Examples::
     mtbio export runs/mt/checkpoint_iteration=600.pt --format torchscript model.pt
     mtbio export bundles/masktwins_demo/models/model.pt --bundle bundles/masktwins_demo --format bioimageio pkg/ --zip
     mtbio export model_state.pt --network small_unet --spatial-dims 3 --format onnx model.onnx --roi 16 64 64
+    mtbio export runs/mt/final.pt --format onnx model_tta.onnx --tta flips         # 4 flipped views averaged
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mtbio.export.api import FORMATS
+from mtbio.inference.settings import TOOL_DEFAULTS, TTA
 
 
 def register(subparsers: Any) -> None:
@@ -47,6 +49,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--name", help="bioimageio: model name")
     p.add_argument("--author", action="append", help="bioimageio: author name (repeatable)")
     p.add_argument("--license", default="CC-BY-4.0", help="bioimageio: license of the weights (default CC-BY-4.0)")
+    p.add_argument(
+        "--tta",
+        choices=[t.value for t in TTA],
+        help="test-time augmentation (mtbio.inference.settings.InferenceSettings.tta): onnx / torchscript export the "
+        "network wrapped to average its in-plane flips (flips_rot90: and 90 degree rotations; needs a square --roi) "
+        "and output log(mean probability); bioimageio records it in config.mtbio.tta for mtbio predict --model "
+        f"(default: the tools' default, {TOOL_DEFAULTS.tta.value}; bioimageio then records nothing)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -72,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         authors=args.author,
         license=args.license,
         overwrite=args.overwrite,
+        tta=args.tta,
     )
     out = args.out
     if args.json:

@@ -1,9 +1,9 @@
 """``mtbio predict``: sliding-window inference of one stack (or many) into prediction stores.
 
 Every :class:`mtbio.inference.settings.InferenceSettings` field is a flag (``--roi-size`` / ``--roi``,
-``--overlap``, ``--batch-size``, ``--normalize``, ``--no-resample`` ...) whose default is
+``--overlap``, ``--batch-size``, ``--normalize``, ``--tta``, ``--no-resample`` ...) whose default is
 :data:`~mtbio.inference.settings.TOOL_DEFAULTS`'s (:func:`add_settings_arguments`); a bundle's ``roi_size`` /
-``overlap`` / ``normalize`` apply unless given.
+``overlap`` / ``normalize`` / ``tta`` (a package's ``roi_size`` / ``tta``) apply unless given.
 
 Examples::
 
@@ -11,6 +11,7 @@ Examples::
     mtbio predict sections/ out.pred.zarr --network small_unet --checkpoint model.pt --roi 256 256 --mask
     mtbio predict 'data/*.tif' preds/ --bundle my_bundle --resume            # many stacks -> one folder
     mtbio predict big.zarr out.pred.zarr --bundle my_bundle --dask            # LocalCluster, 2 workers
+    mtbio predict stack.h5 out.pred.zarr --bundle my_bundle --tta flips        # test-time augmentation, 4 views
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def register(subparsers: Any) -> None:
 
 def _load_network(args: argparse.Namespace) -> tuple[Any, InferenceSettings, str | None]:
     """The network, the run's settings and the bundle's normalisation (``None``: not stated) of the command line; a
-    bundle's (or package's) ``roi_size`` / ``overlap`` apply unless given on the command line."""
+    bundle's (or package's) ``roi_size`` / ``overlap`` / ``tta`` apply unless given on the command line."""
     from mtbio.inference.model_io import bundle_inferer_settings, load_bundle_network, load_named_network
 
     model = getattr(args, "model", None)
@@ -201,13 +202,15 @@ def _load_network(args: argparse.Namespace) -> tuple[Any, InferenceSettings, str
         package = load_package(model)
         network, dims = package.network, package.spatial_dims
         from_model["roi_size"] = package.roi
+        if package.tta is not None:
+            from_model["tta"] = package.tta
         bundle_normalize = "none" if package.normalize is None else package.normalize
     elif args.bundle is not None:
         network = load_bundle_network(args.bundle, args.checkpoint, trust=args.trust_bundle)
         stated = bundle_inferer_settings(args.bundle, trust=args.trust_bundle)
         bundle_roi = stated.get("roi_size")
         dims = len(given_roi) if given_roi else len(bundle_roi) if isinstance(bundle_roi, list | tuple) else 2
-        from_model.update({k: stated[k] for k in ("roi_size", "overlap") if stated.get(k) is not None})
+        from_model.update({k: stated[k] for k in ("roi_size", "overlap", "tta") if stated.get(k) is not None})
         bundle_normalize = None if stated.get("normalize") is None else str(stated["normalize"])
     else:
         dims = args.spatial_dims or (len(given_roi) if given_roi else 2)

@@ -43,6 +43,7 @@ def export_model(
     authors: Sequence[str] | None = None,
     license: str = "CC-BY-4.0",
     overwrite: bool = False,
+    tta: str | None = None,
 ) -> dict[str, Any]:
     """Export the network of ``weights`` as ``fmt`` into ``out`` and check it against PyTorch.
 
@@ -62,17 +63,26 @@ def export_model(
         onnx: bioimageio: add ONNX weights beside the ``pytorch_state_dict`` ones.
         name, authors, license: bioimageio: the package's name, authors and licence.
         overwrite: replace an existing ``out``.
+        tta: test-time augmentation (``"none"``, ``"flips"``, ``"flips_rot90"``; :mod:`mtbio.inference.tta`). ONNX and
+            TorchScript: the exported module is the :class:`~mtbio.inference.tta.TTAWrapper` of the network (its
+            output ``log`` of the views' mean softmax probability; ``flips_rot90`` needs square in-plane inputs) and
+            is checked against it; ``None``: the tools' default (``TOOL_DEFAULTS.tta``). bioimageio: a given value is
+            recorded as ``config.mtbio.tta`` (used by ``mtbio predict --model``; ``None`` records nothing, so the
+            tools' default applies); the package's weights stay the plain network.
 
     Returns:
         a summary (format, path, roi, the check's largest difference, the bioimage.io test result ...).
 
     Raises:
-        ValueError: an unknown format, an output of the wrong kind, a ``roi`` the network cannot take.
+        ValueError: an unknown format, an output of the wrong kind, a ``roi`` the network cannot take, an unknown
+            ``tta`` or ``flips_rot90`` with a ``roi`` that is not square in-plane.
         FileExistsError: ``out`` exists and ``overwrite`` is false.
         MissingDependencyError: the ``export`` extra is not installed.
     """
     from mtbio.export.source import example_input, load_source, normalize_sample
+    from mtbio.inference.settings import TOOL_DEFAULTS, as_tta, check_tta_window
 
+    mode = TOOL_DEFAULTS.tta if tta is None else as_tta(tta)
     out = Path(out)
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -91,7 +101,13 @@ def export_model(
     roi = tuple(int(r) for r in roi) if roi else DEFAULT_ROI[dims]
     if len(roi) != dims or any(r < 1 or r % s for r, s in zip(roi, source.step)):
         raise ValueError(f"--roi {list(roi)}: a {dims}D network needs {dims} positive multiples of {list(source.step)}")
-    summary: dict[str, Any] = {"weights": str(weights), "network": source.record.network, "spatial_dims": dims}
+    check_tta_window(mode, roi)
+    summary: dict[str, Any] = {
+        "weights": str(weights),
+        "network": source.record.network,
+        "spatial_dims": dims,
+        "tta": None if fmt == "bioimageio" and tta is None else mode.value,
+    }
     if fmt == "bioimageio":
         from mtbio.export.bioimageio import export_bioimageio
 
@@ -108,22 +124,26 @@ def export_model(
                 overwrite=overwrite,
                 zip_path=out.with_name(out.name + ".zip") if zip_package else None,
                 test=test,
+                tta=None if tta is None else mode,
             )
         )
     else:
+        from mtbio.inference.tta import with_tta
+
+        network = with_tta(source.network.cpu().eval(), mode).eval()
         example = normalize_sample(example_input(roi))
         checks = [example, normalize_sample(example_input(roi, seed=1, batch=2))]
         if fmt == "onnx":
             from mtbio.export.onnx import DEFAULT_OPSET, check_onnx, export_onnx
 
             opset = opset or DEFAULT_OPSET
-            export_onnx(source.network, out, example, opset=opset, dynamic=not static)
-            check = check_onnx(out, source.network, checks if not static else [example])
+            export_onnx(network, out, example, opset=opset, dynamic=not static)
+            check = check_onnx(out, network, checks if not static else [example])
             summary.update(format="onnx", path=str(out), opset=opset, dynamic=not static, check=check)
         else:
             from mtbio.export.torchscript import check_torchscript, export_torchscript
 
-            export_torchscript(source.network, out, example)
-            summary.update(format="torchscript", path=str(out), check=check_torchscript(out, source.network, checks))
+            export_torchscript(network, out, example)
+            summary.update(format="torchscript", path=str(out), check=check_torchscript(out, network, checks))
         summary["roi"] = list(roi)
     return summary

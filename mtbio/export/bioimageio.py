@@ -3,7 +3,7 @@
 The package folder holds::
 
     rdf.yaml            the model description (format_version 0.5.x), with config.mtbio: voxel size, normalisation,
-                        source / target data, parent model, strategy, training config
+                        test-time augmentation, source / target data, parent model, strategy, training config
     weights.pt          the teacher's plain state_dict (pytorch_state_dict weights; architecture: MONAI's class)
     model.onnx          the same network as ONNX (onnx weights, parent pytorch_state_dict)
     test_input.npy      (1, 1, *roi) float32 EM-like test image (raw intensities)
@@ -29,6 +29,7 @@ import torch
 
 from mtbio.data.normalize import resolve_normalization
 from mtbio.export.source import NORM_EPS, Architecture, ExportSource, example_input, normalize_sample
+from mtbio.inference.settings import TTA, as_tta, check_tta_window
 
 __all__ = [
     "PackageModel",
@@ -88,7 +89,7 @@ def _voxel_unit(source: ExportSource) -> tuple[list[float] | None, str | None]:
     return [float(v) for v in vs], "nanometer"
 
 
-def _mtbio_config(source: ExportSource, roi: tuple[int, ...]) -> dict[str, Any]:
+def _mtbio_config(source: ExportSource, roi: tuple[int, ...], tta: TTA | None = None) -> dict[str, Any]:
     import mtbio
 
     rec = source.record
@@ -103,6 +104,7 @@ def _mtbio_config(source: ExportSource, roi: tuple[int, ...]) -> dict[str, Any]:
         "voxel_unit": "nm",
         "normalization": source.normalization,
         "roi_size": list(roi),
+        "tta": None if tta is None else tta.value,
         "step": list(source.step),
         "output": "softmax probabilities, channel 1 = mitochondrion (network output: logits)",
         "strategy": rec.strategy,
@@ -126,6 +128,13 @@ def _readme(name: str, source: ExportSource, cfg: dict[str, Any], roi: tuple[int
         else "per volume (each sample's z, y, x): mtbio's rule for 3D networks"
     )
     vs = cfg["voxel_size"]
+    tta_use = (
+        f", and test-time augmentation `{cfg['tta']}`: each window predicted from its in-plane flips"
+        f"{' and 90 degree rotations' if cfg['tta'] == 'flips_rot90' else ''}, probabilities averaged; "
+        "`--tta none` turns it off. The weights themselves are the plain network"
+        if cfg.get("tta") not in (None, "none")
+        else ""
+    )
 
     def value(v: Any) -> str:
         return "unknown" if v in (None, "", [], {}) else f"`{v}`"
@@ -169,7 +178,7 @@ The same values are in `rdf.yaml` under `config.mtbio`.
 
 * bioimage.io: `bioimageio predict` / `bioimageio.core` with this folder's `rdf.yaml`.
 * mtbio: `mtbio predict INPUT OUT.pred.zarr --model PACKAGE_DIR` (the pytorch_state_dict weights, mtbio's
-  sliding-window inference and normalisation rule).
+  sliding-window inference and normalisation rule{tta_use}).
 
 ## Validation
 
@@ -194,6 +203,7 @@ def export_bioimageio(
     overwrite: bool = False,
     zip_path: str | os.PathLike | None = None,
     test: bool = True,
+    tta: TTA | str | None = None,
 ) -> dict[str, Any]:
     """Write the package folder ``out`` (see the module docstring), validate it and optionally test and zip it.
 
@@ -207,6 +217,11 @@ def export_bioimageio(
         overwrite: replace an existing non-empty folder.
         zip_path: also write the package as a zip (``bioimageio.spec.save_bioimageio_package``).
         test: run ``bioimageio.core.test_model`` on the package (raises when it fails).
+        tta: the test-time augmentation mtbio applies to this model (:mod:`mtbio.inference.tta`), recorded as
+            ``config.mtbio.tta`` and used by ``mtbio predict --model`` (``None``: not recorded, the tools' default
+            applies). Both weight formats stay the plain network
+            (the pytorch_state_dict architecture is MONAI's class, which bioimage.io tools build; both must give
+            ``test_output.npy``): bioimage.io tools predict without it.
 
     Returns:
         a JSON-able summary: paths, formats, onnx parity, bioimage.io test status.
@@ -225,6 +240,9 @@ def export_bioimageio(
     dims = source.spatial_dims
     roi = tuple(int(r) for r in roi)
     _check_roi(roi, source)
+    tta = None if tta is None else as_tta(tta)
+    if tta is not None:
+        check_tta_window(tta, roi)
     if source.architecture is None:
         raise ValueError(
             f"{source.path}: the network is not an mtbio network (mtbio.networks.get_network), so the package cannot "
@@ -259,7 +277,7 @@ def export_bioimageio(
         summary["onnx_check"] = check_onnx(out / "model.onnx", network, checks)
         formats.append("onnx")
 
-    cfg = _mtbio_config(source, roi)
+    cfg = _mtbio_config(source, roi, tta)
     name = name or f"mtbio {cfg['strategy'] or 'trained'} {dims}D mitochondria EM {cfg['network'] or 'unet'}"
     (out / "README.md").write_text(_readme(name, source, cfg, roi, formats))
     rdf = _rdf(source, roi, cfg, name, description, authors, license, onnx, opset, out)
@@ -271,6 +289,7 @@ def export_bioimageio(
         formats=formats,
         format_version=str(descr.format_version),
         roi=list(roi),
+        tta=None if tta is None else tta.value,
         files=sorted(p.name for p in out.iterdir()),
     )
     if test:
@@ -453,6 +472,8 @@ class PackageModel:
         normalize: the ``predict_volume`` normalisation (``"zscore_section"`` for 2D, ``"zscore"`` for 3D).
         roi: the test tensor's spatial size (a window size the network takes).
         voxel_size: nm per axis, or ``None``.
+        tta: the test-time augmentation chosen at export (``config.mtbio.tta``: ``"flips"`` ...), or ``None`` (not
+            stated: packages made elsewhere or before the field).
         mtbio: the ``config.mtbio`` block (empty for packages made elsewhere).
     """
 
@@ -472,6 +493,11 @@ class PackageModel:
         self.roi = tuple(int(r) for r in roi)
         scales = [a.get("scale") for a in space if a.get("unit") == "nanometer"]
         self.voxel_size = tuple(float(s) for s in scales) if len(scales) == self.spatial_dims else None
+        tta = self.mtbio.get("tta")
+        try:
+            self.tta = None if tta is None else as_tta(tta).value
+        except ValueError as err:
+            raise ValueError(f"{rdf}: config.mtbio.tta: {err}") from None
 
 
 def load_package(path: str | os.PathLike) -> PackageModel:

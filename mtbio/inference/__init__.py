@@ -5,6 +5,7 @@ Public entry points (imported lazily so ``import mtbio.inference`` stays light):
 * :func:`predict_volume` (:mod:`mtbio.inference.predict`): one process, resumable, block by block.
 * :func:`predict_volume_dask` (:mod:`mtbio.inference.distributed`): the same through dask.distributed.
 * :class:`InferenceSettings` (:mod:`mtbio.inference.settings`): every option of a run and its default, in one place.
+* :class:`TTAWrapper` (:mod:`mtbio.inference.tta`): test-time augmentation (``InferenceSettings.tta``) as a network.
 * :func:`write_mask` (:mod:`mtbio.inference.mask`): ``labels/mask`` of a finished store.
 * :func:`load_bundle_network`, :func:`load_named_network`, :func:`model_hash` (:mod:`mtbio.inference.model_io`).
 """
@@ -20,7 +21,8 @@ if TYPE_CHECKING:  # editors and type checkers see the lazily exported names
     from mtbio.inference.mask import write_mask
     from mtbio.inference.model_io import load_bundle_network, load_named_network, model_hash
     from mtbio.inference.predict import predict_volume
-    from mtbio.inference.settings import Activation, Blend, InferenceSettings
+    from mtbio.inference.settings import TTA, Activation, Blend, InferenceSettings
+    from mtbio.inference.tta import TTAWrapper
     from mtbio.inference.windows import WindowGrid
 
 _LAZY = {
@@ -33,6 +35,8 @@ _LAZY = {
     "Blend": "mtbio.inference.settings",
     "Activation": "mtbio.inference.settings",
     "InferenceSettings": "mtbio.inference.settings",
+    "TTA": "mtbio.inference.settings",
+    "TTAWrapper": "mtbio.inference.tta",
     "Normalization": "mtbio.data.normalize",
     "WindowGrid": "mtbio.inference.windows",
 }
@@ -42,6 +46,8 @@ __all__ = [
     "Blend",
     "InferenceSettings",
     "Normalization",
+    "TTA",
+    "TTAWrapper",
     "WindowGrid",
     "load_bundle_network",
     "load_named_network",

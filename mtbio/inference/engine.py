@@ -37,7 +37,8 @@ class Engine:
     """Everything a worker needs to compute blocks.
 
     Attributes:
-        network: takes ``(B, 1, *roi)`` and returns ``(B, C, *roi)`` (already wrapped for section-wise runs).
+        network: takes ``(B, 1, *roi)`` and returns ``(B, C, *roi)`` (already wrapped for test-time augmentation
+            and section-wise runs).
         grid: the global window grid (``grid.roi`` is 3D ``(1, H, W)`` for a 2D network on a 3D volume).
         weight: importance map ``(*roi)`` on ``device``.
         channels: C.

@@ -13,7 +13,7 @@ import torch
 from mtbio.data.normalize import Normalization
 from mtbio.inference.engine import BlockTask, plan_tasks, run_task, split_rows
 from mtbio.inference.lock import acquire_store_lock
-from mtbio.inference.settings import UNSET, Activation, Blend, InferenceSettings
+from mtbio.inference.settings import TTA, UNSET, Activation, Blend, InferenceSettings
 from mtbio.inference.setup import Prepared, ProgressFn, StopFn, prepare
 
 _DONE = object()
@@ -38,6 +38,7 @@ def predict_volume(
     normalize: Normalization | str | tuple[float, float] | None = UNSET,
     voxel_size: Sequence[float] | None = UNSET,
     amp: bool = UNSET,
+    tta: TTA | str = UNSET,
     resume: bool = False,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
@@ -66,10 +67,11 @@ def predict_volume(
             every option below is described there; ``roi_size`` is required). ``resample`` / ``tolerance`` are
             not used here (see :func:`mtbio.inference.resampled.predict_at_model_voxel_size`).
         roi_size, overlap, mode, sigma_scale, batch_size, device, activation, dtype, chunks, block_shape, normalize,
-            voxel_size, amp: replace the field of that name of ``settings`` (left out: the settings' value).
+            voxel_size, amp, tta: replace the field of that name of ``settings`` (left out: the settings' value).
             ``normalize="zscore"`` computes the whole-volume statistics out of core first, ``"zscore_section"``
             those of each section along axis 0; voxels are normalised before the zero padding. ``voxel_size`` is
-            recorded in the store (default the source's).
+            recorded in the store (default the source's). ``tta`` runs each window through
+            :class:`mtbio.inference.tta.TTAWrapper` (the store's config records it).
         resume: continue an existing store written by the same model, config and input (finished blocks are
             skipped; the result is bitwise that of an uninterrupted run with the same batch size and device).
             A missing store is created.
@@ -104,6 +106,7 @@ def predict_volume(
         normalize=normalize,
         voxel_size=voxel_size,
         amp=amp,
+        tta=tta,
     )
     lock = acquire_store_lock(output)  # one writer per store: a second run fails here, at once
     try:

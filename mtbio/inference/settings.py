@@ -25,11 +25,15 @@ __all__ = [
     "OUTPUT_DTYPES",
     "TOOL_DEFAULTS",
     "UNSET",
+    "TTA",
+    "TTA_VIEWS",
     "Activation",
     "Blend",
     "InferenceSettings",
     "as_activation",
     "as_blend",
+    "as_tta",
+    "check_tta_window",
 ]
 
 #: the window when neither the caller nor the model (a bundle's / package's ``roi_size``) gives one, per network dims
@@ -78,6 +82,38 @@ def as_activation(activation: Activation | str | None) -> Activation | None:
         raise ValueError(
             f"activation must be None or one of {[a.value for a in Activation]}, got {activation!r}"
         ) from None
+
+
+class TTA(enum.StrEnum):
+    """Test-time augmentation: the in-plane views each window is predicted from (:mod:`mtbio.inference.tta`)."""
+
+    NONE = "none"
+    FLIPS = "flips"
+    FLIPS_ROT90 = "flips_rot90"
+
+
+#: forward passes per window of each :class:`TTA` mode
+TTA_VIEWS: dict[TTA, int] = {TTA.NONE: 1, TTA.FLIPS: 4, TTA.FLIPS_ROT90: 8}
+
+
+def as_tta(mode: TTA | str | None) -> TTA:
+    """``mode`` as a :class:`TTA` (``None`` is ``"none"``); raises ValueError naming the allowed values."""
+    if mode is None:
+        return TTA.NONE
+    try:
+        return TTA(str(getattr(mode, "value", mode)).lower())
+    except ValueError:
+        raise ValueError(f"tta must be one of {[t.value for t in TTA]}, got {mode!r}") from None
+
+
+def check_tta_window(mode: TTA, roi: Sequence[int] | None) -> None:
+    """Raise ValueError when ``mode`` rotates by 90 degrees and the window ``roi`` is not square in-plane (its last
+    two sizes differ): a rotated window would not have the window's shape."""
+    if mode is TTA.FLIPS_ROT90 and roi is not None and len(roi) >= 2 and int(roi[-1]) != int(roi[-2]):
+        raise ValueError(
+            f"tta 'flips_rot90' rotates each window in-plane and needs a square window (Y = X), got roi_size "
+            f"{tuple(int(r) for r in roi)}; use tta 'flips' or a square roi_size"
+        )
 
 
 class _Unset:
@@ -130,6 +166,9 @@ class InferenceSettings:
         resample: predict at the voxel size the weights were trained at and resample the prediction back when the
             input's differs by more than ``tolerance`` (weights that record no voxel size never resample).
         tolerance: relative voxel-size difference tolerated without resampling.
+        tta: test-time augmentation: ``none``, ``flips`` (4 views: as it is, Y flipped, X flipped, both; in-plane
+            also for 3D networks) or ``flips_rot90`` (the 8 in-plane flips and 90 degree rotations; needs a square
+            window); the views' probabilities are averaged (4x / 8x forward passes).
     """
 
     roi_size: tuple[int, ...] | None = None
@@ -147,6 +186,7 @@ class InferenceSettings:
     voxel_size: tuple[float, ...] | None = None
     resample: bool = True
     tolerance: float = DEFAULT_TOLERANCE
+    tta: TTA = TTA.NONE
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -207,6 +247,8 @@ class InferenceSettings:
         if not float(self.tolerance) >= 0:
             raise ValueError(f"tolerance must be >= 0, got {self.tolerance!r}")
         put(self, "tolerance", float(self.tolerance))
+        put(self, "tta", as_tta(self.tta))
+        check_tta_window(self.tta, self.roi_size)
 
     @classmethod
     def merged(cls, settings: InferenceSettings | None = None, **given: Any) -> InferenceSettings:

@@ -22,8 +22,9 @@ from mtbio.inference.engine import Engine, SectionWise
 from mtbio.inference.finite import FiniteCheck, can_hold_nonfinite, check_section_stats
 from mtbio.inference.model_io import model_hash
 from mtbio.inference.resume import Ledger, create_store, open_existing, reserve
-from mtbio.inference.settings import InferenceSettings
+from mtbio.inference.settings import TTA, InferenceSettings
 from mtbio.inference.sources import fingerprint, open_source
+from mtbio.inference.tta import with_tta
 from mtbio.inference.windows import Block, WindowGrid, iter_blocks, resolve_block_shape
 
 #: trailing-axis extent of a default block (voxels per axis), so memory stays bounded on wide sections
@@ -117,9 +118,9 @@ def prepare(
 ) -> Prepared:
     """Validate a ``predict_volume`` request (see there) and open or create the store.
 
-    Uses the window, blending, normalisation, output and ``voxel_size`` fields of ``settings`` (``resample`` and
-    ``tolerance`` are :func:`mtbio.inference.resampled.predict_at_model_voxel_size`'s). ``normalize="auto"`` is
-    mtbio's rule for the network's dims (:func:`mtbio.data.normalize.default_normalization`).
+    Uses the window, blending, normalisation, output, ``tta`` and ``voxel_size`` fields of ``settings``
+    (``resample`` and ``tolerance`` are :func:`mtbio.inference.resampled.predict_at_model_voxel_size`'s).
+    ``normalize="auto"`` is mtbio's rule for the network's dims (:func:`mtbio.data.normalize.default_normalization`).
 
     ``defer_create``: a new store is reserved (existence and writability checked, the partial folder made) but
     created by ``Prepared.create`` (see :class:`Prepared`); a resumed store is always opened here.
@@ -191,8 +192,11 @@ def prepare(
 
     dev = _device(settings.device)
     network = network.to(dev).eval()
-    run_net = SectionWise(network) if section_wise else network
     channels = _probe(network, net_roi, dev)
+    # test-time augmentation wraps the network a window runs through; the store's identity keeps the plain network's
+    # hash and records the mode in its config (absent: none, as stores written before the field)
+    tta_net = with_tta(network, settings.tta, act)
+    run_net = SectionWise(tta_net) if section_wise else tta_net
 
     weight = importance_map(grid_roi, blend, sigma_scale).to(dev)
     engine = Engine(run_net, grid, weight, channels, batch_size, dev, act, dtype, norm, settings.amp, finite_check)
@@ -208,6 +212,8 @@ def prepare(
         "normalize": norm_name,
         "section_wise": section_wise,
     }
+    if settings.tta is not TTA.NONE:
+        config["tta"] = settings.tta.value
     create_kwargs = {
         "spatial_shape": shape,
         "num_channels": channels,

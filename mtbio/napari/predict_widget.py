@@ -26,7 +26,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from mtbio.inference.settings import DEFAULT_ROI, TOOL_DEFAULTS, InferenceSettings
+from mtbio.inference.settings import DEFAULT_ROI, TOOL_DEFAULTS, TTA, InferenceSettings
 from mtbio.napari._layers import prediction_layers
 from mtbio.napari._options import (
     DEFAULT_THRESHOLD,
@@ -74,7 +74,7 @@ class PredictJob:
         network: ``"bundle"``, ``"bioimageio"`` or an mtbio network name.
         model_path: the bundle / package folder or the checkpoint file.
         settings: the run's options (:data:`~mtbio.inference.settings.TOOL_DEFAULTS` with the widget's window,
-            overlap, batch size, device, voxel size and resample values).
+            overlap, batch size, test-time augmentation, device, voxel size and resample values).
         resume: continue a stopped run into the same store.
         trust_bundle: let a bundle's config run code (see :mod:`mtbio.bundle.trust`).
     """
@@ -160,8 +160,9 @@ class PredictWidget(Container):
     """Segment mitochondria in an image layer with a trained network (bundle or checkpoint).
 
     Attributes (sub-widgets tests and users set): ``image``, ``network``, ``model_path``, ``trust_bundle``, ``roi``,
-    ``overlap``, ``batch_size``, ``device``, ``output``, ``resume``, ``resample``, ``run_button``, ``cancel_button``,
-    ``progress``, ``status``; ``worker`` is the running (or last) thread worker and ``busy`` is true while it runs.
+    ``overlap``, ``batch_size``, ``tta``, ``device``, ``output``, ``resume``, ``resample``, ``run_button``,
+    ``cancel_button``, ``progress``, ``status``; ``worker`` is the running (or last) thread worker and ``busy`` is
+    true while it runs.
     """
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -180,6 +181,13 @@ class PredictWidget(Container):
         self.roi = LineEdit(label="ROI (z, y, x or y, x)", value="")
         self.overlap = FloatSpinBox(label="overlap", value=TOOL_DEFAULTS.overlap, min=0.0, max=0.9, step=0.05)
         self.batch_size = SpinBox(label="batch size", value=TOOL_DEFAULTS.batch_size, min=1, max=256)
+        self.tta = ComboBox(
+            label="TTA",
+            choices=[t.value for t in TTA],
+            value=TOOL_DEFAULTS.tta.value,
+            tooltip="test-time augmentation: average each window's in-plane flips (flips: 4 views, 4x the time) and "
+            "90 degree turns (flips_rot90: 8 views, 8x; needs a square ROI)",
+        )
         devices = available_devices()
         self.device = ComboBox(label="device", choices=devices, value=devices[0])
         self.output = FileEdit(label="output store", mode="w", filter="*.zarr")
@@ -202,6 +210,7 @@ class PredictWidget(Container):
                 self.roi,
                 self.overlap,
                 self.batch_size,
+                self.tta,
                 self.device,
                 self.output,
                 self.resume,
@@ -282,6 +291,7 @@ class PredictWidget(Container):
             device=Device(self.device.value).value,
             voxel_size=voxel_size,
             resample=bool(self.resample.value),
+            tta=str(self.tta.value),
         )
 
     def _output_path(self, name: str) -> Path:

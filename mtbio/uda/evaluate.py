@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 
 from mtbio.data.normalize import image_stats, zscore
-from mtbio.inference.settings import InferenceSettings
+from mtbio.inference.settings import TTA, InferenceSettings, as_tta, check_tta_window
+from mtbio.inference.tta import with_tta
 
 #: the window options' defaults are the inference settings' (one place)
 _DEFAULTS = InferenceSettings()
@@ -29,6 +30,7 @@ def predict_in_memory(
     device: torch.device | str = "cpu",
     amp: bool = False,
     sections_per_batch: int = 4,
+    tta: TTA | str = _DEFAULTS.tta,
 ) -> np.ndarray:
     """Foreground probability of a (Z, Y, X) volume by in-memory sliding-window inference (MONAI), for validation
     during training and benchmarks. Volumes larger than memory go through :func:`mtbio.inference.predict_volume`.
@@ -47,9 +49,16 @@ def predict_in_memory(
         device: inference device.
         amp: autocast to float16 on CUDA.
         sections_per_batch: 2D only: sections passed to one sliding-window call.
+        tta: test-time augmentation (``"none"``, ``"flips"``, ``"flips_rot90"``): each window is predicted through
+            :class:`mtbio.inference.tta.TTAWrapper` (views' softmax probabilities averaged, 4x / 8x forward passes),
+            as :func:`mtbio.inference.predict_volume` does with the same setting.
 
     Returns:
         float32 (Z, Y, X) probability of channel 1 (mitochondrion), in [0, 1].
+
+    Raises:
+        ValueError: a ``roi_size`` that is not 2D / 3D, a volume that is not 3D, an unknown ``tta`` or
+            ``flips_rot90`` with a window that is not square in-plane.
     """
     from monai.inferers import sliding_window_inference
 
@@ -58,6 +67,9 @@ def predict_in_memory(
         raise ValueError(f"roi_size must be 2D or 3D, got {roi_size}")
     if len(volume.shape) != 3:
         raise ValueError(f"volume must be (Z, Y, X), got shape {tuple(volume.shape)}")
+    mode = as_tta(tta)
+    check_tta_window(mode, roi)
+    run_net = with_tta(net, mode, "softmax")
     dims = len(roi)
     mean, std = image_stats(volume, dims)
     device = torch.device(device)
@@ -78,7 +90,9 @@ def predict_in_memory(
             else:
                 x = torch.from_numpy(zscore(arr, mean[0], std[0]))[None, None]
             with torch.autocast(device_type=device.type, enabled=use_amp):
-                logits = sliding_window_inference(x.to(device), roi, batch_size, net, overlap=overlap, mode="gaussian")
+                logits = sliding_window_inference(
+                    x.to(device), roi, batch_size, run_net, overlap=overlap, mode="gaussian"
+                )
             prob = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
             out[z0:z1] = prob if dims == 2 else prob[0]
     finally:
@@ -93,7 +107,8 @@ def evaluate_network(net: nn.Module, image: Any, label: Any, *, roi_size: Sequen
         net: the network (e.g. ``teacher.module``).
         image: (Z, Y, X) image volume.
         label: (Z, Y, X) binary label volume (bool or 0 / non-zero).
-        roi_size: sliding-window size; see :func:`predict_in_memory` (also ``**kwargs``).
+        roi_size: sliding-window size; see :func:`predict_in_memory` (also ``**kwargs``: ``batch_size``,
+            ``overlap``, ``device``, ``amp``, ``sections_per_batch``, ``tta``).
 
     Returns:
         ``{"mAP", "F1", "MCC", "IoU"}`` as floats.

@@ -94,6 +94,8 @@ def test_every_udaconfig_field_is_an_overridable_key_of_the_uda_mapping(bundle):
 
     parser = ConfigParser()
     parser.read_config(str(config(bundle, "train.yaml")))
+    if bundle == "masktwins_em3d":  # b is block_nm on the data's voxel grid: MitoEM's grid without the MitoEM files
+        parser["grid_voxel_size"] = [30, 8, 8]
     uda = parser.get_parsed_content("uda")
     names = {f.name for f in dataclasses.fields(UDAConfig)} - {"strategy"}
     assert set(uda) == names
@@ -189,7 +191,9 @@ def test_an_id_the_bundle_sets_itself_is_left_out_of_its_region(tmp_path):
     assert '  tau: "@tau"' in sync.regions(text)["uda.yaml"]
     assert "confidence threshold tau" not in sync.regions(text)["uda.yaml"]
     em3d = (REPO / "bundles" / "masktwins_em3d" / "configs" / "train.yaml").read_text()
-    assert [line for line in em3d.splitlines() if line.startswith("block_size:")] == ["block_size: [4, 16, 16]"]
+    assert [line for line in em3d.splitlines() if line.startswith("block_size:")] == [
+        'block_size: "$mtbio.bundle.data.block_in_voxels(@block_nm, @grid_voxel_size)"'
+    ]
 
 
 def test_entries_keep_comments_with_their_id():
@@ -204,3 +208,50 @@ def test_entries_keep_comments_with_their_id():
     assert sync.region_text(body, {"b"}) == "# --- section ---\n# about a\na: 1\n\nc: 2\n"
     with pytest.raises(ValueError, match="comment header"):
         sync.fragment_body("a: 1\n", "x.yaml")
+
+
+def test_the_bundles_tta_is_the_tools_default_and_a_bundle_may_set_its_own(tmp_path, monkeypatch):
+    """configs/inference_shared.yaml states InferenceSettings' tta as TOOL_DEFAULTS has it (the script writes the
+    value; --check lists a stale one); a bundle's own `tta` is kept and reaches the inference workflow."""
+    import dataclasses
+
+    from monai.bundle import ConfigWorkflow
+
+    import mtbio.bundle.workflow
+    from mtbio.inference.settings import TOOL_DEFAULTS
+
+    for bundle in BUNDLES:
+        content = yaml.safe_load(config(bundle, "inference.yaml").read_text())
+        assert content["tta"] == TOOL_DEFAULTS.tta.value and content["inference"]["tta"] == "@tta"
+    repo = _copy_repo(tmp_path)
+    shared = repo / "configs" / "inference_shared.yaml"
+    shared.write_text(shared.read_text().replace("\ntta: none\n", "\ntta: flips\n"))
+    assert "configs/inference_shared.yaml: out of date with mtbio.inference.settings.TOOL_DEFAULTS" in sync.stale(repo)
+    monkeypatch.setattr(sync, "TOOL_DEFAULTS", dataclasses.replace(TOOL_DEFAULTS, tta="flips"))
+    assert sync.with_tool_defaults("# h\n\ntta: none\ninference:\n  tta: '@tta'\n").endswith(
+        "tta: flips\ninference:\n  tta: '@tta'\n"
+    )
+    with pytest.raises(ValueError, match="no top-level id 'tta'"):
+        sync.with_tool_defaults("# h\n\ninference: {}\n")
+    monkeypatch.undo()
+    demo = repo / "bundles" / "masktwins_demo" / "configs" / "inference.yaml"
+    demo.write_text(demo.read_text().replace("overlap: 0.25\n", "overlap: 0.25\n# own tta\ntta: flips_rot90\n"))
+    sync.main(["--repo", str(repo)])
+    text = demo.read_text()
+    assert [line for line in text.splitlines() if line.startswith("tta:")] == ["tta: flips_rot90"]
+    assert sync.stale(repo) == []
+
+    seen: dict = {}
+    monkeypatch.setattr(mtbio.bundle.workflow, "predict", lambda **kw: seen.update(kw))
+    root = copy_bundle("masktwins_demo", tmp_path / "copy")
+    (root / "configs" / "inference.yaml").write_text(text)
+    workflow = ConfigWorkflow(
+        config_file=[str(root / "configs" / "train.yaml"), str(root / "configs" / "inference.yaml")],
+        logging_file=False,
+        workflow_type=None,
+        run_id="inference",
+        bundle_root=str(root),
+    )
+    workflow.initialize()
+    workflow.run()
+    assert seen["tta"] == "flips_rot90"

@@ -166,3 +166,23 @@ def test_predict_needs_an_image(tmp_path):
             predictions_dir=tmp_path / "p",
             roi_size=(32, 32),
         )
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_em3d_training_on_the_pooled_vnc3_lucchi_pair(shared_data, tmp_path):
+    """The em3d bundle's 3D training on VNC III -> z-pooled Lucchi++ (--data @data_vnc3_lucchi) for a few iterations,
+    with the patch and the mask block given in nm and converted on the target's 50 x 5 x 5 nm grid."""
+    from mtbio.networks.weights import read_weights
+
+    root = copy_bundle("masktwins_em3d", tmp_path / "copies")
+    kw = tiny("masktwins_em3d", tmp_path / "run", data="@data_vnc3_lucchi", dataset_dir=str(shared_data))
+    for voxel_key in ("crop_size", "block_size"):  # derived from patch_nm / block_nm below, not given in voxels
+        kw.pop(voxel_key)
+    kw.update(patch_nm=[200, 160, 160], block_nm=[100, 80, 80], in_memory=True, iterations=2, batch_size=1)
+    finished = run_workflow(root, "train", "training", strategies=["masktwins"], **kw)[0]
+    record = read_weights(finished["masktwins"])
+    assert record.voxel_size == [50.0, 5.0, 5.0] and record.crop == [4, 32, 32]  # 200 x 160 x 160 nm
+    assert list(record.config["block_size"]) == [2, 16, 16]  # 100 x 80 x 80 nm
+    resolved = json.loads((tmp_path / "run" / "masktwins" / "config.json").read_text())
+    assert "vnc3_to_lucchi_pooled" in json.dumps(resolved) and "thick-section simulation" in json.dumps(resolved)

@@ -44,7 +44,7 @@ def fake_lucchi_pp(tmp_path) -> Path:
 
 
 def test_registry_lists_every_source():
-    assert set(SOURCES) == {"vnc3", "lucchi", "lucchi_pp", "mitoem"}
+    assert set(SOURCES) == {"vnc3", "lucchi", "lucchi_pp", "lucchi_pp_pooled", "mitoem"}
     for info in SOURCES.values():
         assert info.splits and len(info.voxel_size) == 3 and info.download
     with pytest.raises(ValueError, match=r"unknown dataset source 'cremi'.*'vnc3'"):

@@ -63,6 +63,7 @@ NON_DEFAULT = {
     "voxel_size": (["--voxel-size", "30", "5", "5"], (30.0, 5.0, 5.0)),
     "resample": (["--no-resample"], False),
     "tolerance": (["--tolerance", "0.2"], 0.2),
+    "tta": (["--tta", "flips"], "flips"),
 }
 
 

@@ -64,3 +64,34 @@ def test_predict_widget_defaults_are_the_inference_settings(make_napari_viewer, 
     widget.batch_size.value = 9
     widget.resample.value = False
     assert widget.job().settings == dataclasses.replace(expected, batch_size=9, resample=False)
+
+
+def test_predict_widget_tta_combo(make_napari_viewer, qtbot, tmp_path) -> None:
+    """The TTA combo box offers InferenceSettings' modes (default TOOL_DEFAULTS'), reaches the job's settings and
+    the store, and flips_rot90 with a window that is not square is refused in the status line."""
+    from mtbio.data.store import open_prediction_store
+    from mtbio.inference.settings import TOOL_DEFAULTS, TTA
+    from mtbio.napari.predict_widget import PredictWidget
+    from mtbio.networks.weights import WeightsRecord, write_weights
+    from tests.napari.conftest import small_unet
+
+    weights = write_weights(
+        WeightsRecord.from_network(small_unet(2), network="small_unet", spatial_dims=2), tmp_path / "w.pt"
+    )
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8), name="em")
+    widget = PredictWidget(viewer)
+    assert list(widget.tta.choices) == [t.value for t in TTA] and widget.tta.value == TOOL_DEFAULTS.tta.value
+    widget.network.value = "small_unet"
+    widget.model_path.value = weights
+    widget.output.value = tmp_path / "t.zarr"
+    widget.roi.value = "32, 16"
+    widget.tta.value = "flips_rot90"
+    assert widget.start() is None and "needs a square window" in widget.status.value
+    widget.roi.value = "32, 32"
+    widget.tta.value = "flips"
+    assert widget.job().settings.tta is TTA.FLIPS
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    assert widget.status.value.startswith("done"), widget.status.value
+    assert open_prediction_store(tmp_path / "t.zarr").meta["config"]["tta"] == "flips"

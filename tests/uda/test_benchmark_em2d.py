@@ -47,3 +47,19 @@ def test_pretrained_start_results_and_eval_only(shared_data, vnc3_dir, lucchi_pp
             assert rescored[strategy][0]["IoU"] == pytest.approx(results[strategy][0]["IoU"], abs=1e-6)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_tta_is_an_evaluation_setting(monkeypatch):
+    """--tta (default InferenceSettings') reaches evaluate_network; training flags are unaffected."""
+    import mtbio.uda.evaluate
+    from mtbio.inference.settings import InferenceSettings
+
+    bench = _bench()
+    base = ["--data", "d", "--out", "o"]
+    assert bench.parse_args(base).tta == InferenceSettings().tta.value
+    args = bench.parse_args([*base, "--tta", "flips_rot90", "--eval-roi", "64"])
+    seen = {}
+    monkeypatch.setattr(mtbio.uda.evaluate, "evaluate_network", lambda *a, **kw: seen.update(kw) or {})
+    bench._score(None, None, None, args)
+    assert seen["tta"] == "flips_rot90" and seen["roi_size"] == (64, 64)
+    assert bench.recipe_and_config(args) == bench.recipe_and_config(bench.parse_args([*base, "--eval-roi", "64"]))

@@ -42,3 +42,23 @@ def test_runs_list_every_strategy_seed_and_collapse():
     runs = sel._runs(args)
     assert len(runs) == 2 * (2 + 1) and {r["kind"] for r in runs} == {"healthy", "forced_collapse"}
     assert sel._name(runs[-1]) == "vnc3_to_lucchi_collapse_seed0"
+
+
+def test_tta_of_the_labelled_evaluation_is_one_per_pool(monkeypatch):
+    """--tta reaches evaluate_network and each row; a pool evaluated with another setting is refused."""
+    import mtbio.uda.evaluate
+    import mtbio.uda.selection
+
+    args = sel.parse_args(["--data", "d", "--out", "o", "--tta", "flips"])
+    assert args.tta == "flips" and sel.parse_args(["--data", "d", "--out", "o"]).tta == "none"
+    seen = {}
+    monkeypatch.setattr(mtbio.uda.evaluate, "evaluate_network", lambda *a, **kw: seen.update(kw) or {"IoU": 0.5})
+    monkeypatch.setattr(mtbio.uda.selection, "score_network", lambda *a, **kw: type("S", (), {"to_dict": dict})())
+    row = sel._measure(args, None, type("P", (), {"target_image": None})(), None, None, 0.1)
+    assert seen["tta"] == "flips" and row["tta"] == "flips"
+    sel.check_pool_tta([{"tta": "flips"}], "flips", "pool.jsonl")
+    sel.check_pool_tta([], "flips", "pool.jsonl")
+    with pytest.raises(ValueError, match="evaluated with --tta none, this run with --tta flips"):
+        sel.check_pool_tta([{"IoU": 0.4}], "flips", "pool.jsonl")  # rows before the flag: no TTA
+    with pytest.raises(SystemExit):
+        sel.parse_args(["--data", "d", "--out", "o", "--tta", "rot"])

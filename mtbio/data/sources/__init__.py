@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mtbio.data.sources import lucchi, lucchi_pp, mitoem, vnc3
+from mtbio.data.sources import lucchi, lucchi_pp, lucchi_pp_pooled, mitoem, vnc3
 from mtbio.data.sources._split import DatasetSplit
 
 __all__ = ["DatasetSplit", "SourceInfo", "SOURCES", "load_split"]
@@ -46,7 +46,13 @@ SOURCES: dict[str, SourceInfo] = {
         download=module.DOWNLOAD,
         load_split=module.load_split,
     )
-    for key, module in (("vnc3", vnc3), ("lucchi", lucchi), ("lucchi_pp", lucchi_pp), ("mitoem", mitoem))
+    for key, module in (
+        ("vnc3", vnc3),
+        ("lucchi", lucchi),
+        ("lucchi_pp", lucchi_pp),
+        ("lucchi_pp_pooled", lucchi_pp_pooled),
+        ("mitoem", mitoem),
+    )
 }
 
 

@@ -22,7 +22,7 @@ def differences(ctx: SimpleNamespace, data: SimpleNamespace, recipe: Any, schedu
     """The ways this run differs from the published protocol, written out."""
     if ctx.tiny:
         return ["tiny synthetic smoke run: not the protocol's data; not comparable with the anchors"]
-    tta = "flip TTA" if ctx.tta is not None else ("no TTA (this mtbio has none)" if ctx.want_tta else "no TTA")
+    tta = f"TTA {ctx.tta.value}" if ctx.tta is not None else "no TTA"
     pack = (data.pack or {}).get("target_train")
     packed = (
         f", every {pack['stride']}-th of {pack['of']} (packed for the device)" if pack and pack["stride"] > 1 else ""

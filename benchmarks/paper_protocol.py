@@ -12,7 +12,7 @@ Protocol (DA-ISC, MICCAI 2022 / MaskTwins, ICML 2025, "subset 1", on the data gi
 * evaluation per 2D section (:func:`mtbio.metrics.em_metrics_per_section`: mAP of the probability, F1, MCC, IoU of
   ``p >= 0.5``; the mean over sections) of the source-only start, the last MaskTwins teacher and the checkpoint the
   label-free score selects (``RunResult.selected_weights`` when ``run_training`` provides it, else the last weights,
-  flagged "selection unavailable"); flip TTA with ``--tta`` when mtbio's inference has it.
+  flagged "selection unavailable"); flip TTA with ``--tta`` (``InferenceSettings.tta = "flips"``).
 
 Schedule: ``--iters N [--pretrain P]`` fixes it; ``--minutes M`` sizes it so the whole job (imports, data, warm-up,
 training, evaluation) ends within ``M`` minutes: a warm-up (two short ``run_training`` runs, source-only and MaskTwins,
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import os
 import platform
@@ -88,7 +87,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", help="torch device (default cuda when available, else cpu)")
     p.add_argument("--eval-roi", type=int, help="evaluation window (default 512 CUDA, 384 CPU)")
     p.add_argument("--eval-sections", type=int, help="score only the first N test sections (smoke runs)")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation, when mtbio's inference has it")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation at evaluation (4 views per window)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (CPU device only)")
     add_config_arguments(p, Recipe, prefix="recipe", title="training recipe (defaults: see --help)", exclude=("seed",))
     add_config_arguments(p, UDAConfig, title="UDA step (defaults: UDAConfig)", exclude=("strategy",))
@@ -140,19 +139,10 @@ def settings(args: argparse.Namespace, device: Any) -> tuple[Any, Any, dict[str,
 
 
 def tta_value() -> Any:
-    """The value that turns flip TTA on in :func:`mtbio.uda.evaluate.predict_in_memory`, or ``None`` when this
-    mtbio has no TTA (``InferenceSettings.tta``)."""
-    from mtbio.inference.settings import InferenceSettings
-    from mtbio.uda.evaluate import predict_in_memory
+    """Flip test-time augmentation (``InferenceSettings.tta = "flips"``: 4 in-plane views per window)."""
+    from mtbio.inference.settings import TTA
 
-    if "tta" not in inspect.signature(predict_in_memory).parameters:
-        return None
-    field = {f.name: f for f in dataclasses.fields(InferenceSettings)}.get("tta")
-    default = None if field is None else field.default
-    if isinstance(default, bool) or default is None:
-        return True
-    choices = [m for m in type(default) if "flip" in str(getattr(m, "value", m))] if hasattr(default, "value") else []
-    return choices[0] if choices else "flip"
+    return TTA.FLIPS
 
 
 def evaluate(net: Any, data: SimpleNamespace, ctx: SimpleNamespace) -> dict[str, Any]:
@@ -353,7 +343,7 @@ def run(args: argparse.Namespace, t_start: float) -> int:
     want = args.tta
     ctx = SimpleNamespace(
         device=device, amp=device.type == "cuda", work=args.work, config=config, tiny=args.tiny, seeds=args.seeds,
-        eval_roi=other["eval_roi"], warmup=other["warmup"], tta=tta_value() if want else None, want_tta=want,
+        eval_roi=other["eval_roi"], warmup=other["warmup"], tta=tta_value() if want else None,
         selection=selection_available(), device_name=name,
     )  # fmt: skip
     data = load_data(args)

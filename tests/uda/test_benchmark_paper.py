@@ -76,9 +76,10 @@ def _main(argv):
 
 
 def test_tiny_fixed_run_writes_every_output(tmp_path):
-    assert _main(["--tiny", "--iters", "3", "--pretrain", "2", "--out", str(tmp_path)]) == 0
+    assert _main(["--tiny", "--iters", "3", "--pretrain", "2", "--tta", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "results.json").read_text())
     config = json.loads((tmp_path / "config.json").read_text())
+    assert result["tta"] == "flips"
     assert result["complete"] and result["device"]["type"] == "cpu" and result["device"]["amp"] is False
     assert result["schedule"] == {**result["schedule"], "pretrain_iterations": 2, "iterations": 3, "sized": False}
     assert result["warmup"] is None and result["timing"]["within_budget"] is None

@@ -194,3 +194,12 @@ def test_the_pretraining_and_source_only_are_scored_and_a_reused_unscored_stage_
                                                                                                        score_crops=2)))
     assert [r["iteration"] for r in read_scores(tmp_path / "fresh" / "pretrain")] == [2]
     assert fresh.pretrain == "trained" and [r["stage"] for r in fresh.scores] == ["source_only"]
+
+
+def test_a_constant_target_is_refused_before_training(tmp_path: Path):
+    spec = _spec(tmp_path / "run", network=Threshold())
+    spec.target_image = np.full((3, 40, 40), 7.0, np.float32)
+    with pytest.raises(ValueError, match=r"label-free scoring of the target: .*constant.*score_crops=0"):
+        run_training(spec)
+    assert not (tmp_path / "run").exists()
+    assert run_training(dataclasses.replace(spec, recipe=spec.recipe.replace(score_crops=0))).scores is None

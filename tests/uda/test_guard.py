@@ -190,8 +190,9 @@ def test_the_pretraining_and_source_only_are_scored_and_a_reused_unscored_stage_
     assert [(r["iteration"], r["stage"]) for r in again.scores] == [(2, "source_only")]
     assert read_weights(tmp_path / "run" / "pretrain" / SELECTED_FILE).extra["selection"] == pre[0]
     # a new run scores both stages as it trains them
-    fresh = run_training(dataclasses.replace(spec, out=tmp_path / "fresh", recipe=dataclasses.replace(spec.recipe,
-                                                                                                       score_crops=2)))
+    fresh = run_training(
+        dataclasses.replace(spec, out=tmp_path / "fresh", recipe=dataclasses.replace(spec.recipe, score_crops=2))
+    )
     assert [r["iteration"] for r in read_scores(tmp_path / "fresh" / "pretrain")] == [2]
     assert fresh.pretrain == "trained" and [r["stage"] for r in fresh.scores] == ["source_only"]
 

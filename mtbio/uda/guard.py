@@ -56,6 +56,7 @@ __all__ = [
     "SELECTED_FILE",
     "CollapseGuard",
     "TargetSample",
+    "TargetTooSmall",
     "read_scores",
     "run_collapsed",
     "score_crop_size",
@@ -124,6 +125,10 @@ def run_collapsed(rows: Iterable[Mapping[str, Any]]) -> bool:
     return bool(rows) and bool(max(rows, key=lambda r: int(r["iteration"])).get("collapsed"))
 
 
+class TargetTooSmall(ValueError):
+    """The target is smaller than one down-sampling step of the network on an axis: it cannot be scored."""
+
+
 def _step(train: int) -> int:
     """The largest power of two dividing ``train`` (the network's down-sampling it fits), at most :data:`MAX_STEP`."""
     step = 1
@@ -137,10 +142,11 @@ def score_crop_size(train_crop: Sequence[int], size: int, target_shape: Sequence
 
     2D (``train_crop`` = (H, W)): ``(size, size)``; 3D (D, H, W): the training crop. An axis larger than the
     target's is clipped to it, rounded down to a multiple of the training crop's down-sampling step (the largest
-    power of two dividing the training crop's axis, at most 32) unless the target is smaller than that step.
+    power of two dividing the training crop's axis, at most 32).
 
     Raises:
         ValueError: ``target_shape`` is not (Z, Y, X), or ``train_crop`` is not 2D / 3D.
+        TargetTooSmall: the target is smaller than that step on an axis the crop is clipped on.
     """
     train = tuple(int(c) for c in train_crop)
     shape = tuple(int(s) for s in target_shape)
@@ -155,7 +161,12 @@ def score_crop_size(train_crop: Sequence[int], size: int, target_shape: Sequence
             out.append(want)
             continue
         step = _step(t)
-        out.append(dim - dim % step if dim >= step else dim)
+        if dim < step:
+            raise TargetTooSmall(
+                f"the target of shape {shape} has {dim} voxels on an axis where the network, trained on crops "
+                f"{train}, needs multiples of {step}"
+            )
+        out.append(dim - dim % step)
     return tuple(out)
 
 
@@ -182,6 +193,7 @@ class TargetSample:
 
         Raises:
             ValueError: a constant (signal-free) target, naming the setting that turns scoring off.
+            TargetTooSmall: see :func:`score_crop_size`.
         """
         crop = score_crop_size(train_crop, size, target.shape)
         try:

@@ -177,7 +177,8 @@ class RunResult:
         iteration: completed iterations of the last stage run (the strategy's, or the pre-training's when that
             stopped early).
         complete: the run has all its iterations (and its weights file).
-        seconds: training wall-clock seconds of the strategy's stage in this call (0 when it was already done).
+        seconds: training wall-clock seconds of the strategy's stage in this call, its checkpoints' scoring and
+            validation included (0 when it was already done).
         sec_per_iter: ``seconds`` per iteration trained in this call (``None`` when none was).
         resumed_from: the checkpoint the strategy's stage resumed from.
         pretrain: ``"trained"``, ``"reused"`` (the cached pre-training), ``"stopped"`` (the pre-training stopped
@@ -517,7 +518,7 @@ def _score_sample(spec: RunSpec, grid: Any, voxel_sizes: tuple[Any, Any]) -> Any
     """The target's fixed :class:`~mtbio.uda.guard.TargetSample` on the training grid, or ``None`` (no target, or
     ``recipe.score_crops == 0``)."""
     from mtbio.data.resample import training_grid
-    from mtbio.uda.guard import TargetSample
+    from mtbio.uda.guard import TargetSample, TargetTooSmall
 
     recipe = spec.recipe
     if spec.target_image is None or recipe.score_crops == 0:
@@ -529,7 +530,11 @@ def _score_sample(spec: RunSpec, grid: Any, voxel_sizes: tuple[Any, Any]) -> Any
             source_voxel_size=voxel_sizes[1], target_voxel_size=voxel_sizes[0], resample=spec.resample,
         )  # fmt: skip
         target = swapped.source_image
-    return TargetSample.draw(target, recipe.crop, recipe.score_crop_size, recipe.score_crops)
+    try:
+        return TargetSample.draw(target, recipe.crop, recipe.score_crop_size, recipe.score_crops)
+    except TargetTooSmall as err:  # e.g. an anisotropic 3D source grid leaves a few target sections
+        logging.getLogger(spec.logger).warning(f"no label-free scoring of the checkpoints: {err}")
+        return None
 
 
 def _policies(spec: RunSpec) -> Resume:

@@ -21,6 +21,7 @@ from mtbio.uda.guard import (
     SCORES_FILE,
     SELECTED_FILE,
     TargetSample,
+    TargetTooSmall,
     read_scores,
     run_collapsed,
     score_crop_size,
@@ -111,7 +112,9 @@ def test_score_crop_size_clips_to_the_target_and_keeps_the_network_step():
     assert score_crop_size((192, 192), 256, (10, 200, 1024)) == (192, 256)  # 200 -> a multiple of 32
     assert score_crop_size((16, 16), 256, (3, 40, 40)) == (32, 32)  # training crop 16: step 16
     assert score_crop_size((16, 128, 128), 256, (64, 512, 512)) == (16, 128, 128)  # 3D: the training crop
-    assert score_crop_size((16, 128, 128), 256, (8, 100, 512)) == (8, 96, 128)
+    assert score_crop_size((16, 128, 128), 256, (64, 100, 512)) == (16, 96, 128)
+    with pytest.raises(TargetTooSmall, match="needs multiples of 16"):  # 8 sections for a network of 16-deep crops
+        score_crop_size((16, 128, 128), 256, (8, 512, 512))
     with pytest.raises(ValueError, match="constant"):
         TargetSample.draw(np.full((2, 64, 64), 3.0, np.float32), (32, 32), 32, 2)
 
@@ -204,3 +207,22 @@ def test_a_constant_target_is_refused_before_training(tmp_path: Path):
         run_training(spec)
     assert not (tmp_path / "run").exists()
     assert run_training(dataclasses.replace(spec, recipe=spec.recipe.replace(score_crops=0))).scores is None
+
+
+def test_a_target_too_thin_for_the_network_trains_unscored_with_a_warning(tmp_path: Path, caplog):
+    """Source-only on an anisotropic 3D source: the target, brought to the source's 40 nm sections, has 2 sections,
+    fewer than one down-sampling step of a network trained on 8-deep crops."""
+    caplog.set_level(logging.WARNING, logger="mtbio.train")
+    rng = np.random.default_rng(1)
+    lab = rng.random((8, 40, 40)) > 0.8
+    img = (lab * 60 + rng.normal(100, 10, lab.shape)).astype(np.float32)
+    recipe = Recipe(network="small_unet", iterations=2, pretrain_iterations=0, crop_size=(8, 16, 16), batch_size=1)
+    spec = RunSpec(
+        out=tmp_path / "run", config=UDAConfig(strategy="source_only", block_size=4), recipe=recipe,
+        source_image=img, source_label=lab, target_image=255 - img, source_voxel_size=(40.0, 8.0, 8.0),
+        target_voxel_size=(10.0, 8.0, 8.0), network=Threshold(), progress=False,
+    )  # fmt: skip
+    result = run_training(spec)
+    assert result.complete and result.scores is None and not (tmp_path / "run" / SCORES_FILE).exists()
+    assert any("no label-free scoring" in r.getMessage() and "needs multiples of 8" in r.getMessage()
+               for r in caplog.records)  # fmt: skip

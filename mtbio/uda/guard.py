@@ -23,10 +23,10 @@ selected, but a *run* is flagged collapsed only when its **last** scored checkpo
 healthy runs at iteration 200, none flagged by this rule among the complete ones; the numbers are in
 :mod:`mtbio.uda.selection`'s docstring).
 
-**Resume.** Rows are written after the checkpoint of their iteration, so a checkpoint never precedes its row by
-more than a kill: when a stage resumes from iteration ``N`` the rows after ``N`` (a killed run's) are dropped, a
-missing row at ``N`` is scored from the restored teacher, and ``selected.pt`` is brought back in line with
-:func:`select_row` of the kept rows (from the restored teacher or a kept checkpoint). A finished stage that is
+**Resume.** A row is written right after the periodic checkpoint of its iteration (the last iteration's just before
+the final checkpoint). When a stage resumes from iteration ``N``, the rows after ``N`` (a killed process's) are
+dropped, a missing row at ``N`` is scored from the restored teacher, and ``selected.pt`` is brought back in line
+with :func:`select_row` of the kept rows (from the restored teacher or a kept checkpoint). A finished stage that is
 reused keeps its files.
 
 Scores are logged on the run's logger (a collapsed checkpoint as a WARNING naming the iteration, the foreground

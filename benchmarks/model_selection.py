@@ -16,7 +16,10 @@ Every checkpoint's row is appended to ``OUT/pool.jsonl`` as soon as it is measur
 under ``OUT/runs/<run>/``, so an interrupted pool resumes per run and per checkpoint (``--max-minutes`` ends an
 invocation cleanly; run the same command again). ``OUT/results.json`` / ``OUT/results.md`` hold the analysis:
 Spearman rho between score and IoU (all checkpoints, healthy ones), the IoU of the checkpoint the score selects per
-run against the last and the best one, and the collapse flags of forced collapses and healthy runs.
+run (:func:`mtbio.uda.guard.select_row`: the best non-collapsed checkpoint, as training's ``selected.pt``) against
+the last and the best one, and the run-level collapse flags (:func:`mtbio.uda.guard.run_collapsed`: the run's last
+measured checkpoint collapsed) of forced collapses and healthy runs; ``healthy_checkpoints_flagged`` counts the
+healthy runs' collapsed checkpoints (the per-checkpoint rule, which early dips trip).
 
 Example::
 
@@ -76,8 +79,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="test-time augmentation of the labelled evaluation (InferenceSettings.tta; each pool row records it; "
         "default: %(default)s)",
     )
-    p.add_argument("--score-crops", type=int, default=16, help="crops of the label-free score sample")
-    p.add_argument("--score-crop", type=int, default=256)
+    p.add_argument("--score-crops", type=int, default=recipe.score_crops, help="crops of the label-free score sample")
+    p.add_argument("--score-crop", type=int, default=recipe.score_crop_size)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=None, help="end this invocation after about M minutes")
     p.add_argument("--analyse-only", action="store_true", help="only recompute results from OUT/pool.jsonl")
@@ -235,6 +238,8 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
 
 def analyse(pool: list[dict[str, Any]], held_out: str = HELD_OUT) -> dict[str, Any]:
     """The selection benchmark's numbers from the pool rows (see the module docstring)."""
+    from mtbio.uda.guard import run_collapsed, select_row
+
     out: dict[str, Any] = {}
     for direction in sorted({r["direction"] for r in pool}):
         rows = [r for r in pool if r["direction"] == direction]
@@ -245,16 +250,19 @@ def analyse(pool: list[dict[str, Any]], held_out: str = HELD_OUT) -> dict[str, A
         per_run = []
         for name, rs in sorted(runs.items()):
             rs = sorted(rs, key=lambda r: r["iteration"])
-            ok = [r for r in rs if not r["collapsed"]] or rs
-            chosen = max(ok, key=lambda r: r["score"])
-            per_run.append({"run": name, "selected_iteration": chosen["iteration"], "selected_IoU": chosen["IoU"],
-                            "last_IoU": rs[-1]["IoU"], "best_IoU": max(r["IoU"] for r in rs)})  # fmt: skip
+            chosen = select_row(rs)  # None: every checkpoint collapsed, the run offers none (its last IoU counts)
+            per_run.append({
+                "run": name, "selected_iteration": None if chosen is None else chosen["iteration"],
+                "selected_IoU": rs[-1]["IoU"] if chosen is None else chosen["IoU"], "last_IoU": rs[-1]["IoU"],
+                "best_IoU": max(r["IoU"] for r in rs), "last_iteration": rs[-1]["iteration"],
+                "collapsed": run_collapsed(rs), "collapsed_checkpoints": sum(bool(r["collapsed"]) for r in rs),
+            })  # fmt: skip
         collapses: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
             if r["kind"] == "forced_collapse":
                 collapses.setdefault(r["run"], []).append(r)
-        flagged = [sorted(rs, key=lambda r: r["iteration"])[-1]["collapsed"] for rs in collapses.values()]
-        healthy_runs_flagged = [any(r["collapsed"] for r in rs) for rs in runs.values()]
+        flagged = [run_collapsed(rs) for rs in collapses.values()]
+        healthy_runs_flagged = [p["collapsed"] for p in per_run]
         out[direction] = {
             "held_out": direction == held_out,
             "checkpoints": len(rows),
@@ -268,6 +276,8 @@ def analyse(pool: list[dict[str, Any]], held_out: str = HELD_OUT) -> dict[str, A
             "forced_collapse_IoU": [sorted(rs, key=lambda r: r["iteration"])[-1]["IoU"] for rs in collapses.values()],
             "healthy_runs": len(healthy_runs_flagged),
             "healthy_runs_flagged": int(sum(healthy_runs_flagged)),
+            "healthy_checkpoints": len(healthy),
+            "healthy_checkpoints_flagged": int(sum(bool(r["collapsed"]) for r in healthy)),
             "per_run": per_run,
         }
     return out
@@ -276,8 +286,8 @@ def analyse(pool: list[dict[str, Any]], held_out: str = HELD_OUT) -> dict[str, A
 def _markdown(results: dict[str, Any]) -> str:
     lines = [
         "| direction | checkpoints | rho (all) | rho (healthy) | IoU selected | IoU last | IoU best "
-        "| collapses flagged | healthy runs flagged |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| collapses flagged | healthy runs flagged | healthy checkpoints flagged |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(v: Any, pct: bool = False) -> str:
@@ -289,7 +299,8 @@ def _markdown(results: dict[str, Any]) -> str:
             f"| {name} | {r['checkpoints']} | {f(r['spearman_all'])} | {f(r['spearman_healthy'])} | "
             f"{f(r['selected_IoU'], True)} | {f(r['last_IoU'], True)} | {f(r['best_IoU'], True)} | "
             f"{r['forced_collapses_flagged']}/{r['forced_collapses']} | "
-            f"{r['healthy_runs_flagged']}/{r['healthy_runs']} |"
+            f"{r['healthy_runs_flagged']}/{r['healthy_runs']} | "
+            f"{r['healthy_checkpoints_flagged']}/{r['healthy_checkpoints']} |"
         )
     return "\n".join(lines) + "\n"
 

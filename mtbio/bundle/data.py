@@ -15,7 +15,8 @@ sizes are recorded in the pair; :meth:`DomainPair.on_training_grid` brings the s
 (lazily, :func:`mtbio.data.resample.training_grid`) when both are known and differ by more than 10 % on the
 network's axes, which :func:`mtbio.bundle.workflow.train` does by default. Crops, mask blocks and inference windows
 are in voxels of the training grid (:meth:`DomainPair.grid_voxel_size`); :func:`block_in_voxels` and
-:func:`patch_in_voxels` turn physical sizes in nm into per-axis voxels for anisotropic volumes.
+:func:`patch_in_voxels` turn physical sizes in nm into per-axis voxels for anisotropic volumes; a training run
+left at ``UDAConfig.block_size=None`` sizes its mask blocks itself (:mod:`mtbio.uda.blocks`).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from mtbio.cli.train import _as_zyx
     from mtbio.data.volumes import open_volume
     from mtbio.networks.weights import read_weights
+    from mtbio.uda.config import DEFAULT_BLOCK_VOXELS
     from mtbio.uda.selection import score_network
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     record.spatial_dims = dims
     network = record.build_network(args.checkpoint)
     volume = _as_zyx(open_volume(args.target, args.key), f"TARGET {args.target}")
-    block = (record.config or {}).get("block_size", 32)
+    block = (record.config or {}).get("block_size") or DEFAULT_BLOCK_VOXELS  # the run's resolved mask block
     source_fraction = args.source_fraction
     if source_fraction is None:
         source_fraction = record.extra.get("source_foreground_fraction")

@@ -198,6 +198,9 @@ class TrainingGrid:
         voxel_size: nm per network spatial axis of the training grid (``(y, x)`` for 2D, ``(z, y, x)`` for 3D), the
             weights record's ``voxel_size``; ``None`` when unknown.
         note: one line saying what was done.
+        source_voxel_size, target_voxel_size: each domain's own voxel size on the network's axes, nm (``None`` when
+            unknown or the volume is not used): the training grid is the target's exactly when
+            ``target_voxel_size`` is known (mask blocks in nm need it, :mod:`mtbio.uda.blocks`).
     """
 
     source_image: Any
@@ -206,6 +209,8 @@ class TrainingGrid:
     target_label: Any
     voxel_size: tuple[float, ...] | None
     note: str
+    source_voxel_size: tuple[float, ...] | None = None
+    target_voxel_size: tuple[float, ...] | None = None
 
 
 def training_grid(
@@ -237,6 +242,8 @@ def training_grid(
     tv = _voxel_of(target_image, target_voxel_size, "target")
     axes = slice(-spatial_dims, None)
     grid = TrainingGrid(source_image, source_label, target_image, target_label, None, "")
+    grid.source_voxel_size = None if sv is None else sv[axes]
+    grid.target_voxel_size = None if tv is None else tv[axes]
     if tv is not None:
         grid.voxel_size = tv[axes]
     elif sv is not None:

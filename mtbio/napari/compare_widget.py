@@ -2,17 +2,20 @@
 
 It adds a difference labels layer (voxels B gains over A, voxels B loses) computed lazily, fills a
 per-section table (the literature metrics of :func:`mtbio.metrics.em_metrics_per_section` with ground truth;
-gained / lost counts and A-B agreement without) and lists the worst sections to jump to.
+gained / lost counts and A-B agreement without) and lists the worst sections to jump to. With an unlabelled target
+image layer and the models behind A and B known (recorded by the Predict widget, or weights files picked), it also
+shows each model's label-free score and collapse flag (:mod:`mtbio.napari._scoring`), computed in the worker thread.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, Table
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, Table
 
 from mtbio.napari._options import (
     DEFAULT_THRESHOLD,
@@ -23,6 +26,7 @@ from mtbio.napari._options import (
     Metric,
     stored_threshold,
 )
+from mtbio.napari._scoring import ModelRef, describe, score_model
 from mtbio.napari._widget_common import (
     add_or_replace,
     direct_colormap,
@@ -62,11 +66,14 @@ class Comparison:
         columns: column name -> one value per section.
         worst: section indices, worst first.
         score: what ``worst`` is sorted by, e.g. ``"B IoU"`` or ``"changed voxels"``.
+        scores: ``"A"`` / ``"B"`` -> the model's label-free score on the target (:func:`~mtbio.napari._scoring.
+            score_model`'s dict), ``None`` when its model is unknown; empty without a target.
     """
 
     columns: dict[str, list[float | int]]
     worst: list[int]
     score: str
+    scores: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
 def compare(prob_a: Any, prob_b: Any, label: Any | None, *, threshold: float, metric: Metric) -> Comparison:
@@ -119,11 +126,30 @@ def compare(prob_a: Any, prob_b: Any, label: Any | None, *, threshold: float, me
     return Comparison(columns, [int(s) for s in np.argsort(score, kind="stable")], f"B {m}")
 
 
+def compare_and_score(
+    prob_a: Any,
+    prob_b: Any,
+    label: Any | None,
+    *,
+    threshold: float,
+    metric: Metric,
+    target: Any | None = None,
+    models: dict[str, ModelRef | None] | None = None,
+) -> Comparison:
+    """:func:`compare`, and with a ``target`` volume the label-free score of each known model in ``models``."""
+    result = compare(prob_a, prob_b, label, threshold=threshold, metric=metric)
+    if target is not None:
+        result.scores = {k: None if ref is None else score_model(ref, target) for k, ref in (models or {}).items()}
+    return result
+
+
 class CompareWidget(Container):
     """Compare two prediction layers (A = e.g. source-only, B = e.g. MaskTwins), optionally with ground truth.
 
-    Attributes (sub-widgets): ``pred_a``, ``pred_b``, ``ground_truth`` (optional labels layer), ``threshold``,
-    ``metric``, ``run_button``, ``table``, ``worst`` (pick a section to jump to), ``jump_button``, ``status``;
+    Attributes (sub-widgets): ``pred_a``, ``pred_b``, ``ground_truth`` (optional labels layer), ``target`` (optional
+    unlabelled target image for the label-free score), ``weights_a`` / ``weights_b`` (the models behind A and B,
+    filled in from a layer the Predict widget made), ``threshold``, ``metric``, ``run_button``, ``table``,
+    ``scores`` (the label-free scores), ``worst`` (pick a section to jump to), ``jump_button``, ``status``;
     ``result`` is the last :class:`Comparison`, ``worker`` the last thread worker, ``busy`` true while it runs.
     """
 
@@ -133,10 +159,14 @@ class CompareWidget(Container):
         self.pred_a = layer_picker(napari_viewer, napari.layers.Image, "A (e.g. source-only)")
         self.pred_b = layer_picker(napari_viewer, napari.layers.Image, "B (e.g. MaskTwins)")
         self.ground_truth = layer_picker(napari_viewer, napari.layers.Labels, "ground truth", nullable=True)
+        self.target = layer_picker(napari_viewer, napari.layers.Image, "target (label-free score)", nullable=True)
+        self.weights_a = FileEdit(label="A weights", mode="r", tooltip="the model that predicted A (for its score)")
+        self.weights_b = FileEdit(label="B weights", mode="r", tooltip="the model that predicted B (for its score)")
         self.threshold = FloatSpinBox(label="threshold", value=DEFAULT_THRESHOLD, min=0.0, max=1.0, step=0.05)
         self.metric = ComboBox(label="rank by", choices=list(Metric), value=Metric.IOU)
         self.run_button = PushButton(text="Compare")
         self.table = Table(label="per section")
+        self.scores = Label(label="label-free score", value="")
         self.worst = ComboBox(label="worst sections", choices=[])
         self.jump_button = PushButton(text="Jump to worst")
         self.status = Label(label="", value="")
@@ -145,10 +175,14 @@ class CompareWidget(Container):
                 self.pred_a,
                 self.pred_b,
                 self.ground_truth,
+                self.target,
+                self.weights_a,
+                self.weights_b,
                 self.threshold,
                 self.metric,
                 self.run_button,
                 self.table,
+                self.scores,
                 self.worst,
                 self.jump_button,
                 self.status,
@@ -158,6 +192,10 @@ class CompareWidget(Container):
         self.worker: Any = None
         self.busy = False
         self.run_button.clicked.connect(self.start)
+        self.pred_a.changed.connect(lambda layer: self._fill_weights(layer, self.weights_a))
+        self.pred_b.changed.connect(lambda layer: self._fill_weights(layer, self.weights_b))
+        self._fill_weights(self.pred_a.value, self.weights_a)
+        self._fill_weights(self.pred_b.value, self.weights_b)
         self.worst.changed.connect(self._on_worst)
         self.jump_button.clicked.connect(self.jump_to_worst)
 
@@ -175,13 +213,34 @@ class CompareWidget(Container):
             raise ValueError(f"ground truth {gt.name!r} {label.shape} differs from the predictions {prob_a.shape}")
         return prob_a, prob_b, label
 
+    @staticmethod
+    def _fill_weights(layer: Any, edit: FileEdit) -> None:
+        ref = ModelRef.from_layer(layer)
+        if ref is not None:
+            edit.value = ref.path
+
+    @staticmethod
+    def _model(layer: Any, edit: FileEdit) -> ModelRef | None:
+        """The model behind ``layer``: the picked weights (with the network the layer's metadata records for them)."""
+        value = str(edit.value)
+        if value in ("", "."):
+            return None
+        ref = ModelRef.from_layer(layer)
+        return ref if ref is not None and ref.path == Path(value) else ModelRef(Path(value))
+
     def start(self) -> Any:
-        """Add the difference layer and start the per-section comparison in a thread worker."""
+        """Add the difference layer and start the per-section comparison (and the label-free scores of the models,
+        with a target image) in a thread worker."""
         try:
             prob_a, prob_b, label = self._inputs()
         except ValueError as err:
             report(self.status, f"error: {err}")
             return None
+        target = None if self.target.value is None else full_resolution(self.target.value)
+        models = {
+            "A": self._model(self.pred_a.value, self.weights_a),
+            "B": self._model(self.pred_b.value, self.weights_b),
+        }
         threshold = float(self.threshold.value)
         b_layer = self.pred_b.value
         add_or_replace(
@@ -202,12 +261,14 @@ class CompareWidget(Container):
         report(self.status, "comparing ...")
         return start_worker(
             self,
-            compare,
+            compare_and_score,
             prob_a,
             prob_b,
             label,
             threshold=threshold,
             metric=Metric(self.metric.value),
+            target=target,
+            models=models,
             on_done=self._on_done,
         )
 
@@ -222,6 +283,10 @@ class CompareWidget(Container):
                 text += f"  ({key} = {result.columns[key][s]})"
             choices.append((text, s))
         self.worst.choices = choices
+        names = {"A": self.pred_a.value, "B": self.pred_b.value}
+        self.scores.value = "\n".join(
+            describe(f"{k} {getattr(names[k], 'name', '')}".strip(), v) for k, v in result.scores.items()
+        )
         worst = result.worst[0]
         report(self.status, f"{len(result.worst)} section(s); worst by {result.score}: section {worst}")
 

@@ -1,7 +1,8 @@
 """Predict widget: run :func:`mtbio.inference.predict_volume` on an image layer in a worker thread.
 
 The output is an on-disk prediction store (out of core: the image may be larger than memory, and the result
-is read back lazily), shown as a probability image and a mask labels layer.
+is read back lazily), shown as a probability image and a mask labels layer whose metadata names the model
+(``metadata["mtbio_model"]``: network, path, spatial dims; the Compare widget scores it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from mtbio.napari._options import (
     Device,
     available_devices,
 )
+from mtbio.napari._scoring import MODEL_KEY
 from mtbio.napari._widget_common import (
     ProgressRelay,
     add_or_replace,
@@ -224,6 +226,7 @@ class PredictWidget(Container):
         self.worker: Any = None
         self.busy = False
         self._stop_requested = False
+        self._job: PredictJob | None = None
         self._relay = ProgressRelay()
         self._relay.progress.connect(self._on_progress)
         self.network.changed.connect(self._on_network)
@@ -321,6 +324,7 @@ class PredictWidget(Container):
         self.run_button.enabled = False
         self.cancel_button.enabled = True
         report(self.status, f"predicting {self.image.value.name} -> {job.output}")
+        self._job = job
         worker = create_worker(run_job, job, self._relay, self._should_stop, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(self._on_done)
         worker.errored.connect(self._on_error)
@@ -347,9 +351,15 @@ class PredictWidget(Container):
             report(self.status, "stopped early: tick 'resume' and predict again to finish it")
             return
         layer = self.image.value
+        job = self._job
+        model = None
+        if job is not None and job.model_path is not None:
+            model = {"network": job.network, "path": str(job.model_path), "spatial_dims": len(job.roi)}
         for data, kwargs, kind in prediction_layers(path, name=layer.name if layer is not None else None):
             if layer is not None:  # overlay exactly on the input, whatever the store's voxel size says
                 kwargs = kwargs | {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+            if model is not None:  # which model made it (the Compare widget's label-free score)
+                kwargs = kwargs | {"metadata": {**kwargs.get("metadata", {}), MODEL_KEY: model}}
             stale = kwargs["name"][: -len(INCOMPLETE_SUFFIX)] if not complete else kwargs["name"] + INCOMPLETE_SUFFIX
             if stale in self.viewer.layers:  # the other state of the same store (a stopped or a resumed run)
                 self.viewer.layers.remove(stale)

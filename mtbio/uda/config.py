@@ -10,7 +10,22 @@ from typing import Any
 from mtbio.uda.losses import ConsistencyForm
 from mtbio.uda.strategy import Strategy, strategy_spec
 
-__all__ = ["ClassBalance", "ConsistencyForm", "PseudoLabelWeighting", "StrongAugment", "UDAConfig", "ema_alpha_for"]
+__all__ = [
+    "DEFAULT_BLOCK_NM",
+    "DEFAULT_BLOCK_VOXELS",
+    "ClassBalance",
+    "ConsistencyForm",
+    "PseudoLabelWeighting",
+    "StrongAugment",
+    "UDAConfig",
+    "ema_alpha_for",
+]
+
+#: the validated mask block in voxels (VNC III -> Lucchi++ at Lucchi++'s 5 nm); a step run without a resolved
+#: ``block_size`` uses it, and ``block_size=None`` falls back to it where no voxel size is known at all
+DEFAULT_BLOCK_VOXELS = 32
+#: the validated mask block in nm: 32 px at 5 nm
+DEFAULT_BLOCK_NM = 160.0
 
 
 class PseudoLabelWeighting(enum.StrEnum):
@@ -73,6 +88,19 @@ class StrongAugment:
             raise ValueError(f"StrongAugment.contrast must be < 1, got {self.contrast}")
 
 
+def _positive_nm(value: Any) -> float | tuple[float, ...]:
+    """``block_nm`` checked: one positive finite number of nm, or one per axis (a tuple)."""
+
+    def ok(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+    if ok(value):
+        return float(value)
+    if isinstance(value, list | tuple) and value and all(ok(v) for v in value):
+        return tuple(float(v) for v in value)
+    raise ValueError(f"block_nm must be a positive number of nm, or one per axis, got {value!r}")
+
+
 def ema_alpha_for(total_steps: int, low: float = 0.99, high: float = 0.999) -> float:
     """EMA decay for a run length: ``alpha = clip(1 - 10 / total_steps, low, high)``.
 
@@ -105,8 +133,17 @@ class UDAConfig:
             Lucchi++ with a small U-Net, the unbounded logit MSE drove MaskTwins to all-background (IoU 0.011 vs
             0.410 with probabilities, one seed; docs/uda.md).
         mask_ratio: ratio r of hidden blocks; ``None`` = the strategy's default (0.7 MIC, 0.5 pairs).
-        block_size: mask block size b in voxels, an int or one per spatial axis (anisotropic 3D e.g. (4, 16, 16));
-            the paper uses 64 px on natural-image crops of 512-1024 px; 32 px suits 192 px EM crops.
+        block_size: mask block size b in voxels, an int or one per spatial axis (anisotropic 3D e.g. (4, 16, 16)),
+            used as given; ``None`` (default) = the block follows the data's scale, resolved by the training run
+            (:func:`mtbio.uda.blocks.resolve_mask_block`, docs/uda.md "Mask blocks follow scale"): ``block_nm`` per
+            axis at the training grid's voxel size when the target's voxel size is known; when it is unknown, the
+            source's block (``block_nm`` at the source's voxel size, or 32 px when that is unknown too) scaled by the
+            ratio of the median object diameters in the target (the source-only model's predictions) and in the
+            source (its labels). A derived block is clipped to [4, crop / 4] voxels per axis; the resolved block and
+            its derivation are logged and recorded (``mask_block`` in config.json and the weights record).
+        block_nm: the mask block edge in nm that ``block_size=None`` resolves (per axis); 160 nm = 32 px at
+            Lucchi++'s 5 nm, the validated VNC III -> Lucchi++ block (about half a median mitochondrion's diameter
+            in a section there).
         pl_weighting: pseudo-label weighting (:class:`PseudoLabelWeighting`).
         dice_weight: weight of a soft Dice loss added to the supervised cross-entropy (0 = CE only).
         pl_dice_weight: weight of a (voxel-weighted) soft Dice loss of the foreground added to every pseudo-label
@@ -134,7 +171,8 @@ class UDAConfig:
     lambda_cm: float = 0.01
     consistency: ConsistencyForm = ConsistencyForm.PROBABILITIES
     mask_ratio: float | None = None
-    block_size: int | tuple[int, ...] = 32
+    block_size: int | tuple[int, ...] | None = None
+    block_nm: float | tuple[float, ...] = DEFAULT_BLOCK_NM
     pl_weighting: PseudoLabelWeighting = PseudoLabelWeighting.IMAGE
     dice_weight: float = 0.0
     pl_dice_weight: float = 0.0
@@ -185,9 +223,11 @@ class UDAConfig:
             raise ValueError(f"mask_ratio must be in [0, 1] or None, got {self.mask_ratio}")
         if isinstance(self.block_size, list):
             self.block_size = tuple(self.block_size)
-        blocks = (self.block_size,) if isinstance(self.block_size, int) else self.block_size
-        if not blocks or any(int(b) < 1 for b in blocks):
-            raise ValueError(f"block_size must be >= 1 (per axis), got {self.block_size}")
+        if self.block_size is not None:
+            blocks = (self.block_size,) if isinstance(self.block_size, int) else self.block_size
+            if not blocks or any(int(b) < 1 for b in blocks):
+                raise ValueError(f"block_size must be >= 1 (per axis) or None, got {self.block_size}")
+        self.block_nm = _positive_nm(self.block_nm)
         if self.rampup_iterations is not None and self.rampup_iterations < 0:
             raise ValueError(f"rampup_iterations must be >= 0, got {self.rampup_iterations}")
         if self.alpha is not None and not 0.0 <= self.alpha < 1.0:
@@ -210,6 +250,12 @@ class UDAConfig:
         return float(math.exp(-5.0 * (1.0 - x) ** 2))
 
     @property
+    def block(self) -> int | tuple[int, ...]:
+        """The mask block in voxels: ``block_size``, or :data:`DEFAULT_BLOCK_VOXELS` while it is ``None`` (a step
+        run outside :func:`mtbio.uda.run.run_training`, which resolves ``None`` from the data's scale)."""
+        return DEFAULT_BLOCK_VOXELS if self.block_size is None else self.block_size
+
+    @property
     def ratio(self) -> float:
         """The mask ratio in effect (``mask_ratio`` or the strategy's default)."""
         return strategy_spec(self.strategy).default_mask_ratio if self.mask_ratio is None else self.mask_ratio
@@ -223,4 +269,6 @@ class UDAConfig:
         d["pl_class_balance"] = self.pl_class_balance.value
         if isinstance(self.block_size, tuple):
             d["block_size"] = list(self.block_size)
+        if isinstance(self.block_nm, tuple):
+            d["block_nm"] = list(self.block_nm)
         return d

@@ -34,6 +34,11 @@ class Recipe:
         seed: seed of the initial weights, crops, masks and augmentation.
         checkpoint_interval: write a resumable checkpoint every N iterations; None = iterations // 10.
         log_interval: log the losses (console, TensorBoard) every N iterations.
+        score_crops: crops of the fixed target sample on which every checkpoint's EMA teacher gets its label-free
+            score and collapse check (mtbio.uda.guard: OUT/scores.jsonl, OUT/selected.pt); 0 = no scoring, no
+            collapse guard. Needs a target image.
+        score_crop_size: in-plane size of the score crops of a 2D network (a multiple of 32 for unet); a 3D
+            network is scored on crops of its training crop size (D, H, W). Crops are clipped to the target.
     """
 
     network: str = "unet"
@@ -46,6 +51,8 @@ class Recipe:
     seed: int = 0
     checkpoint_interval: int | None = None
     log_interval: int = 50
+    score_crops: int = 16
+    score_crop_size: int = 256
 
     #: earlier flag spellings kept working (field -> extra option strings)
     CLI_ALIASES: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -75,6 +82,10 @@ class Recipe:
             raise ValueError(f"checkpoint_interval must be >= 1 or None, got {self.checkpoint_interval}")
         if self.log_interval < 1:
             raise ValueError(f"log_interval must be >= 1, got {self.log_interval}")
+        if self.score_crops < 0:
+            raise ValueError(f"score_crops must be >= 0 (0 = no scoring), got {self.score_crops}")
+        if self.score_crop_size < 1:
+            raise ValueError(f"score_crop_size must be >= 1, got {self.score_crop_size}")
         self.network_kwargs = dict(self.network_kwargs or {})
 
     @property

@@ -14,9 +14,20 @@ Every entry point (``mtbio train``, ``mtbio demo``, the bundle workflow's ``trai
   ``StatsHandler``), TensorBoard (``OUT/tb``) and a progress bar (``tqdm``, on terminals);
 * SIGINT / SIGTERM: the trainer stops after the current iteration with a checkpoint
   (:class:`~mtbio.uda.interrupt.TrainingInterrupted` propagates, exit status 130 / 143);
+* the mask block (``UDAConfig.block_size=None`` follows the data's scale, :mod:`mtbio.uda.blocks`): in nm at the
+  target's voxel size, or, when that is unknown, scaled by the object sizes measured in the source labels and in the
+  source-only model's target predictions (after the pre-training; a run folder keeps its measured block on resume);
+  logged, and recorded as ``mask_block`` beside the resolved ``config.block_size``;
 * ``OUT/config.json`` (the resolved settings) and the weights record (:mod:`mtbio.networks.weights`), written once
   at the end, with the voxel size, normalisation, strategy, seed, crop, UDA config, network, provenance and
-  ``extra["source_foreground_fraction"]`` (what ``mtbio score``'s collapse rule compares against).
+  ``extra["source_foreground_fraction"]`` (what ``mtbio score``'s collapse rule compares against);
+* the collapse guard (:mod:`mtbio.uda.guard`) when the spec has a ``target_image`` and ``recipe.score_crops > 0``:
+  every stage (the pre-training too, and strategies that do not train on the target) scores its EMA teacher
+  without labels on one fixed crop sample of the target at every checkpoint interval and at the end
+  (``scores.jsonl``), keeps the best non-collapsed checkpoint as ``selected.pt`` and warns when a checkpoint, or the
+  run (its last checkpoint), collapsed. A target the source-only stage does not train on is scored on the
+  training grid (resampled to the source's voxel size when they differ). A reused finished stage keeps its files;
+  one trained without scoring gets the row of its final weights.
 
 Layout of ``out``::
 
@@ -24,6 +35,9 @@ Layout of ``out``::
     out/checkpoint_[final_]iteration=N.pt    resumable checkpoints (student, teacher, optimizer, iteration)
     out/tb/                                  TensorBoard logs
     out/validation.json                      target validation history (when ``eval_image`` is given)
+    out/scores.jsonl                         label-free score of each checkpoint (when ``target_image`` is given)
+    out/selected.pt                          weights record of the best non-collapsed checkpoint (its row in
+                                             ``extra["selection"]``); absent while every checkpoint collapsed
     out/final.pt                             the weights record (``weights`` overrides the path)
     out/pretrain/...                         the pre-training run, same layout (``pretrain_out`` overrides it)
 """
@@ -46,13 +60,16 @@ from mtbio.data.normalize import default_normalization
 from mtbio.provenance import git_hash, write_json_atomic
 from mtbio.uda.config import UDAConfig
 from mtbio.uda.recipe import PRETRAIN_SEED_OFFSET, Recipe
-from mtbio.uda.strategy import Strategy, strategy_spec
+from mtbio.uda.strategy import MaskKind, Strategy, strategy_spec
 
 __all__ = ["RunResult", "RunSpec", "run_training"]
 
 Resume = Literal["auto", "require", "never"]
-#: settings a resumed run may change (they do not change the trained weights)
-RESUME_MAY_CHANGE = frozenset({"recipe.checkpoint_interval", "recipe.log_interval"})
+#: settings a resumed run may change (they do not change the trained weights; rows scored before a change of the
+#: score settings stay as they were scored)
+RESUME_MAY_CHANGE = frozenset(
+    {"recipe.checkpoint_interval", "recipe.log_interval", "recipe.score_crops", "recipe.score_crop_size"}
+)
 
 
 @dataclass
@@ -164,7 +181,8 @@ class RunResult:
         iteration: completed iterations of the last stage run (the strategy's, or the pre-training's when that
             stopped early).
         complete: the run has all its iterations (and its weights file).
-        seconds: training wall-clock seconds of the strategy's stage in this call (0 when it was already done).
+        seconds: training wall-clock seconds of the strategy's stage in this call, its checkpoints' scoring and
+            validation included (0 when it was already done).
         sec_per_iter: ``seconds`` per iteration trained in this call (``None`` when none was).
         resumed_from: the checkpoint the strategy's stage resumed from.
         pretrain: ``"trained"``, ``"reused"`` (the cached pre-training), ``"stopped"`` (the pre-training stopped
@@ -172,6 +190,10 @@ class RunResult:
         validation: the target validation history (``None`` without ``eval_image``).
         voxel_size: the training grid's voxel size (network axes, nm) or ``None``.
         grid_note: what was done to bring the volumes to one grid.
+        mask_block: the strategy's resolved mask block and its derivation (:meth:`mtbio.uda.blocks.MaskBlock.to_dict`).
+        scores: the strategy stage's ``scores.jsonl`` rows (:func:`mtbio.uda.guard.read_scores`); ``None`` without
+            scoring (no ``target_image``, ``score_crops=0``) or when the pre-training stopped early.
+        selected_weights: the strategy stage's ``selected.pt`` (``None`` when absent).
     """
 
     weights: Path | None
@@ -184,6 +206,9 @@ class RunResult:
     validation: list[dict[str, float]] | None = None
     voxel_size: list[float] | None = None
     grid_note: str = ""
+    mask_block: dict[str, Any] | None = None
+    scores: list[dict[str, Any]] | None = None
+    selected_weights: Path | None = None
     trained_network: torch.nn.Module | None = field(default=None, repr=False)
 
     def teacher(self, network: torch.nn.Module | None = None) -> torch.nn.Module:
@@ -238,34 +263,108 @@ def run_training(spec: RunSpec) -> RunResult:
     )
     _info(log, f"voxel size: {grid.note}")
     fraction = _foreground_fraction(spec.source_label) if need_source else None
+    sample = _score_sample(spec, grid, vs) if _rank() == 0 else None
     init_state, parent = _start_state(spec)
     main_policy = _policies(spec) if pretraining else spec.resume
     pretrain = None
     if pretraining:
         pre_cfg = replace(cfg, strategy=Strategy.SOURCE_ONLY)
+        pre_block = _mask_block(spec, grid, pre_cfg, None)  # unused by source-only; recorded for `mtbio score`
+        pre_cfg = _with_block(pre_cfg, pre_block)
         path = spec.pretrain_weights_path
         cached = _cached_pretrain(path, recipe, recipe.seed + PRETRAIN_SEED_OFFSET)
+        stage = _Stage(
+            spec, "pretrain", pre_cfg, recipe.pretrain_iterations, recipe.seed + PRETRAIN_SEED_OFFSET,
+            spec.pretrain_dir, path, "auto", mask_block=pre_block,
+        )  # fmt: skip
         if cached is not None:
             _info(log, f"pretrain: reusing {path}")
+            stage.score_reused(grid, parent, fraction, sample)
             pretrain = "reused"
         else:
-            stage = _Stage(
-                spec, "pretrain", pre_cfg, recipe.pretrain_iterations, recipe.seed + PRETRAIN_SEED_OFFSET,
-                spec.pretrain_dir, path, "auto",
-            )  # fmt: skip
-            done = stage.run(grid, init_state, parent, fraction)
+            done = stage.run(grid, init_state, parent, fraction, sample)
             if not done.complete:
-                return replace(done, pretrain="stopped")
+                return replace(done, pretrain="stopped", scores=None, selected_weights=None)
             pretrain = "trained"
         from mtbio.networks.weights import read_weights
 
         init_state, parent = read_weights(path).teacher, str(path)
+    block = _mask_block(spec, grid, cfg, spec.pretrain_weights_path if pretraining else None)
+    if uses.mask is not MaskKind.NONE:
+        _info(log, f"{cfg.strategy.value}: {block.note}")
+    cfg = _with_block(cfg, block)
     stage = _Stage(
-        spec, cfg.strategy.value, cfg, recipe.iterations, recipe.seed, spec.out, spec.weights_path, main_policy
-    )
-    result = stage.run(grid, init_state, parent, fraction, pretrained=pretraining)
+        spec, cfg.strategy.value, cfg, recipe.iterations, recipe.seed, spec.out, spec.weights_path, main_policy,
+        mask_block=block,
+    )  # fmt: skip
+    result = stage.run(grid, init_state, parent, fraction, sample, pretrained=pretraining)
     result.pretrain = pretrain
+    result.mask_block = block.to_dict()
     return result
+
+
+# --- mask blocks (UDAConfig.block_size=None follows the data's scale; the rules are mtbio.uda.blocks') ---
+
+
+def _mask_block(spec: RunSpec, grid: Any, cfg: UDAConfig, source_only: Path | None) -> Any:
+    """The :class:`~mtbio.uda.blocks.MaskBlock` of a stage of config ``cfg``. Object sizes are measured only where
+    the rule needs them (``block_size=None``, target voxel size unknown) and the strategy masks, with the source-only
+    model ``source_only`` (a weights file); a run folder's recorded measurement is reused (resume, finished run);
+    under ``torch.distributed`` rank 0 measures and the others receive its result."""
+    from mtbio.uda.blocks import measure_object_sizes, needs_object_sizes, resolve_mask_block
+
+    crop = spec.recipe.crop
+    target_vs = grid.target_voxel_size
+    if target_vs is None and spec.target_image is not None:
+        # a stage that trains without the target (source-only, the pre-training) records a masked strategy's block
+        vs = spec.target_voxel_size or getattr(spec.target_image, "voxel_size", None)
+        target_vs = None if vs is None else tuple(float(v) for v in vs)[-len(crop) :]
+    kw: dict[str, Any] = dict(target_voxel_size=target_vs, source_voxel_size=grid.source_voxel_size)
+    if strategy_spec(cfg.strategy).mask is MaskKind.NONE or not needs_object_sizes(cfg, target_vs):
+        return resolve_mask_block(cfg, crop, **kw, unmeasured="the strategy uses no masks")
+    recorded = _recorded_block(spec.out / "config.json", cfg)
+    if recorded is not None:
+        return recorded
+    if source_only is None:
+        why = "no source-only model to measure the target's objects with (pretrain_iterations 0)"
+        return resolve_mask_block(cfg, crop, **kw, unmeasured=why)
+    sizes = None
+    if _rank() == 0:
+        network = RunResult(source_only, 0, True).teacher(spec.network).to(spec.device)
+        sizes = measure_object_sizes(network, grid.source_label, grid.target_image, roi_size=crop, device=spec.device)
+    if spec.distributed:
+        import torch.distributed as dist
+
+        box = [sizes]
+        dist.broadcast_object_list(box, src=0)
+        sizes = box[0]
+    return resolve_mask_block(cfg, crop, **kw, sizes=sizes)
+
+
+def _recorded_block(config: Path, cfg: UDAConfig) -> Any:
+    """The measured (``"objects"``) mask block a run folder's ``config.json`` records for the same ``block_nm``, or
+    ``None``."""
+    from mtbio.uda.blocks import MaskBlock
+
+    try:
+        saved = json.loads(config.read_text()) if config.is_file() else {}
+        block = (
+            MaskBlock.from_dict(saved["mask_block"]) if isinstance(saved, dict) and saved.get("mask_block") else None
+        )
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    same = block is not None and block.rule == "objects" and _nm_key(block.block_nm) == _nm_key(cfg.block_nm)
+    return block if same else None
+
+
+def _nm_key(value: Any) -> Any:
+    """A ``block_nm`` (a number or one per axis, possibly a JSON list) in a comparable form."""
+    return float(value) if isinstance(value, int | float) else tuple(float(v) for v in value)
+
+
+def _with_block(cfg: UDAConfig, block: Any) -> UDAConfig:
+    """``cfg`` with a ``block_size=None`` replaced by the resolved block (a given one is kept as written)."""
+    return cfg if cfg.block_size is not None else replace(cfg, block_size=block.value)
 
 
 class _Stage:
@@ -281,9 +380,12 @@ class _Stage:
         run_dir: Path,
         weights: Path,
         resume: Resume,
+        *,
+        mask_block: Any = None,
     ) -> None:
         self.spec, self.name, self.config, self.iterations, self.seed = spec, name, config, int(iterations), int(seed)
         self.run_dir, self.weights, self.resume = Path(run_dir), Path(weights), resume
+        self.mask_block = mask_block
         self.log = logging.getLogger(spec.logger)
 
     def settings(self, grid: Any, parent: str | None, pretrained: bool) -> dict[str, Any]:
@@ -305,7 +407,14 @@ class _Stage:
         )
 
     def run(
-        self, grid: Any, init_state: Any, parent: str | None, fraction: float | None, *, pretrained: bool = False
+        self,
+        grid: Any,
+        init_state: Any,
+        parent: str | None,
+        fraction: float | None,
+        sample: Any = None,
+        *,
+        pretrained: bool = False,
     ) -> RunResult:
         from ignite.engine import Events
 
@@ -328,7 +437,8 @@ class _Stage:
         base = RunResult(None, done_at, False, voxel_size=settings["voxel_size"], grid_note=grid.note)
         if self.weights.is_file() and done_at >= self.iterations:
             _info(log, f"{self.name}: already trained ({self.weights}); delete {self.run_dir} to retrain")
-            return replace(base, weights=self.weights, complete=True, resumed_from=checkpoint)
+            self.score_reused(grid, parent, fraction, sample, pretrained=pretrained)
+            return replace(base, weights=self.weights, complete=True, resumed_from=checkpoint, **self.scored(sample))
         trainer = build_trainer(
             config=self.config,
             iterations=self.iterations,
@@ -374,6 +484,8 @@ class _Stage:
         if checkpoint is not None:
             load_checkpoint(trainer, checkpoint)
             _info(log, f"{self.name}: resuming from {checkpoint}")
+        if sample is not None and rank == 0:  # after the checkpoint loader: it sees the restored iteration
+            self.guard(sample, meta, fraction).attach(trainer)
         if spec.stop_after is not None and spec.stop_after < self.iterations:
             trainer.add_event_handler(Events.ITERATION_COMPLETED(once=int(spec.stop_after)), lambda e: e.terminate())
         validation = None
@@ -398,6 +510,7 @@ class _Stage:
         trained = int(state.iteration) - done_at
         base = replace(base, iteration=int(state.iteration), resumed_from=checkpoint, seconds=seconds)
         base.sec_per_iter = seconds / trained if trained > 0 else None
+        base = replace(base, **self.scored(sample))
         if validation is not None:
             base.validation = validation.history
             if rank == 0:
@@ -413,6 +526,45 @@ class _Stage:
 
             dist.barrier()  # every rank reads the weights rank 0 just wrote
         return replace(base, weights=self.weights, complete=True, trained_network=trainer.teacher.module)
+
+    def guard(self, sample: Any, meta: dict[str, Any], fraction: float | None) -> Any:
+        """The stage's :class:`~mtbio.uda.guard.CollapseGuard` on ``sample`` (a ``TargetSample``)."""
+        from mtbio.uda.guard import CollapseGuard
+
+        return CollapseGuard(
+            sample,
+            run_dir=self.run_dir,
+            stage=self.name,
+            iterations=self.iterations,
+            interval=self.spec.recipe.interval_for(self.iterations),
+            meta=meta,
+            source_fraction=fraction,
+            block_size=self.config.block_size,
+            logger=self.spec.logger,
+        )
+
+    def score_reused(
+        self, grid: Any, parent: str | None, fraction: float | None, sample: Any, *, pretrained: bool = False
+    ) -> None:
+        """Score the finished stage's weights file as its final checkpoint when ``scores.jsonl`` has no row for it
+        (a stage trained before scoring or with ``score_crops=0``); a scored stage is left as it is."""
+        if sample is None or _rank() != 0:
+            return
+        guard = self.guard(sample, self.meta(grid, parent, fraction, pretrained), fraction)
+        if any(r["iteration"] == self.iterations for r in guard.rows):
+            return
+        network = RunResult(self.weights, self.iterations, True).teacher(self.spec.network).to(self.spec.device)
+        guard.score(network, self.iterations, device=self.spec.device)
+        guard.summarise()
+
+    def scored(self, sample: Any) -> dict[str, Any]:
+        """``scores`` and ``selected_weights`` of a :class:`RunResult` of this stage."""
+        from mtbio.uda.guard import SELECTED_FILE, read_scores
+
+        if sample is None and not (self.run_dir / "scores.jsonl").is_file():
+            return {"scores": None, "selected_weights": None}
+        selected = self.run_dir / SELECTED_FILE
+        return {"scores": read_scores(self.run_dir), "selected_weights": selected if selected.is_file() else None}
 
     def meta(self, grid: Any, parent: str | None, fraction: float | None, pretrained: bool) -> dict[str, Any]:
         """The weights record's fields (as :func:`~mtbio.networks.weights.record_from_meta` reads them)."""
@@ -440,7 +592,32 @@ class _Stage:
         }
         if named:
             meta["network_kwargs"] = dict(recipe.network_kwargs)
+        if self.mask_block is not None:
+            meta["mask_block"] = self.mask_block.to_dict()
         return meta
+
+
+def _score_sample(spec: RunSpec, grid: Any, voxel_sizes: tuple[Any, Any]) -> Any:
+    """The target's fixed :class:`~mtbio.uda.guard.TargetSample` on the training grid, or ``None`` (no target, or
+    ``recipe.score_crops == 0``)."""
+    from mtbio.data.resample import training_grid
+    from mtbio.uda.guard import TargetSample, TargetTooSmall
+
+    recipe = spec.recipe
+    if spec.target_image is None or recipe.score_crops == 0:
+        return None
+    target = grid.target_image
+    if target is None:  # a strategy that does not train on the target: bring the target to the source's grid
+        swapped = training_grid(  # the first volume is resampled to the second's voxel size
+            spec.target_image, None, spec.source_image, spatial_dims=recipe.spatial_dims,
+            source_voxel_size=voxel_sizes[1], target_voxel_size=voxel_sizes[0], resample=spec.resample,
+        )  # fmt: skip
+        target = swapped.source_image
+    try:
+        return TargetSample.draw(target, recipe.crop, recipe.score_crop_size, recipe.score_crops)
+    except TargetTooSmall as err:  # e.g. an anisotropic 3D source grid leaves a few target sections
+        logging.getLogger(spec.logger).warning(f"no label-free scoring of the checkpoints: {err}")
+        return None
 
 
 def _policies(spec: RunSpec) -> Resume:

@@ -23,6 +23,18 @@ predicted foreground fraction ``f`` is within 2x of the source's ``f_src``; 1 wh
 **Collapse** (``collapsed=True``; such a model is never selected): all one class on the sample (``f == 0`` or
 ``f == 1``), or ``f`` below ``f_src / 5`` or above ``5 f_src`` (when ``f_src`` is known).
 
+**A collapsed checkpoint is not a collapsed run.** The rule above judges one checkpoint; a *run* (the training of
+one strategy, scored at every checkpoint by :mod:`mtbio.uda.guard`) is flagged collapsed only when its *last*
+scored checkpoint is collapsed (:func:`mtbio.uda.guard.run_collapsed`), and the checkpoint a run offers is the best
+non-collapsed one (:func:`mtbio.uda.guard.select_row`). Measured on the design direction Lucchi++ -> VNC III
+(``benchmarks/results/model_selection_pool_partial.jsonl``: seed 0, 17 checkpoints of 5 healthy runs, every 200
+iterations after the 800-iteration source-only start), self-training dips first: the per-checkpoint rule flags
+iteration 200 of 3 of the 5 runs (MIC, random pair, MaskTwins: foreground 0.009-0.011 vs the source's 0.067, IoU
+0.047-0.055) and MIC's iteration 400 too; MIC and random pair recover (not collapsed from 600 and 400 on; IoU 0.110
+and 0.244 at 800), MaskTwins has only its iteration 200 in that pool. Flagging a run on *any* collapsed checkpoint
+flags 2 of the 4 complete healthy runs; the last-checkpoint rule flags none of them (the incomplete MaskTwins run,
+whose only checkpoint is the dip, is flagged until its later checkpoints are measured).
+
 Which signals rank checkpoints like the true target IoU is measured by ``benchmarks/model_selection.py`` (pending:
 the checkpoint pool is built across sessions); until then the combination above is the documented default.
 """
@@ -170,6 +182,7 @@ def score_network(
     source_fraction: float | None = None,
     batch_size: int = 4,
     device: torch.device | str = "cpu",
+    sample: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> TargetScore:
     """Score ``network`` on the unlabelled ``target`` (see the module docstring).
 
@@ -183,12 +196,24 @@ def score_network(
         source_fraction: the source's labelled foreground fraction (for the collapse and plausibility checks).
         batch_size: crops per forward pass.
         device: where the network runs.
+        sample: the crop sample already drawn, ``sample_crops(target, crop_size, n_crops, seed, adjacent=True)``
+            (scoring many checkpoints reads the target once); ``target`` is not read then and may be ``None``.
 
     Returns:
         the :class:`TargetScore`.
+
+    Raises:
+        ValueError: ``sample`` does not hold ``n_crops`` crops of ``crop_size``.
     """
     dims = len(tuple(crop_size))
-    crops, neighbours = sample_crops(target, crop_size, n_crops, seed, adjacent=True)
+    if sample is None:
+        crops, neighbours = sample_crops(target, crop_size, n_crops, seed, adjacent=True)
+    else:
+        crops, neighbours = sample
+        if tuple(crops.shape) != (int(n_crops), 1, *(int(c) for c in crop_size)):
+            raise ValueError(
+                f"the crop sample has shape {tuple(crops.shape)}, not {n_crops} crops of {tuple(crop_size)}"
+            )
     device = torch.device(device)
     was_training = network.training
     network.eval()

@@ -89,11 +89,11 @@ def target_views(
     if spec.mask is MaskKind.NONE:
         return [strong], []
     if spec.mask is MaskKind.SINGLE:
-        masks = [random_mask(shape, config.block_size, config.ratio, generator, **kw)]
+        masks = [random_mask(shape, config.block, config.ratio, generator, **kw)]
     elif spec.mask is MaskKind.INDEPENDENT_PAIR:
-        masks = list(random_pair(shape, config.block_size, config.ratio, generator, **kw))
+        masks = list(random_pair(shape, config.block, config.ratio, generator, **kw))
     else:
-        masks = list(complementary_masks(shape, config.block_size, config.ratio, generator, **kw))
+        masks = list(complementary_masks(shape, config.block, config.ratio, generator, **kw))
     masked = [apply_mask(strong, m) for m in masks]
     return ([strong] + masked if unmasked else masked), masks
 

@@ -62,6 +62,8 @@ def test_predict_widget_checkpoint_2d(
     expected = _oracle_probability(small_unet(2), image, (32, 32), 0.25)
     got = np.asarray(viewer.layers["em probability"].data)
     assert got.shape == (64, 64) and np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    model = {"network": "small_unet", "path": str(checkpoint_2d), "spatial_dims": 2}
+    assert viewer.layers["em probability"].metadata["mtbio_model"] == model  # the Compare widget scores it
     # weights of another network: the error names the file, the widget is ready again
     widget.model_path.value = bundle_2d / "models" / "model.pt"
     _wait(qtbot, widget, widget.start())
@@ -257,6 +259,54 @@ def test_compare_widget_without_ground_truth(make_napari_viewer, qtbot) -> None:
     assert cols["lost"] == [int((a & ~b)[z].sum()) for z in range(4)]
     changed = [(a ^ b)[z].sum() for z in range(4)]
     assert widget.result.worst[0] == int(np.argmax(changed))
+
+
+def test_compare_widget_shows_the_label_free_score_of_each_model(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    import torch
+
+    from mtbio.napari.compare_widget import CompareWidget
+    from mtbio.networks.weights import WeightsRecord, write_weights
+    from mtbio.uda.recipe import Recipe
+    from mtbio.uda.selection import score_network
+    from tests.napari.conftest import TINY_UNET, tiny_unet
+
+    prob_a, prob_b, _ = _compare_fixture(seed=5)
+    target = np.random.default_rng(6).normal(100, 20, (4, 40, 40)).astype(np.float32)
+    healthy, dead = tiny_unet(2), tiny_unet(2)
+    with torch.no_grad():  # the last layer's bias: background everywhere
+        last = [m for m in dead.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)][-1]
+        last.bias.copy_(torch.tensor([50.0, -50.0]))
+    paths = {}
+    for name, net in (("a", healthy), ("b", dead)):
+        record = WeightsRecord.from_network(net, network="small_unet", spatial_dims=2, network_kwargs=TINY_UNET)
+        record.extra["source_foreground_fraction"] = 0.1
+        paths[name] = write_weights(record, tmp_path / f"{name}.pt")
+    viewer = make_napari_viewer()
+    viewer.add_image(target, name="target")
+    viewer.add_image(prob_a, name="A", metadata={"mtbio_model": {"network": "small_unet", "path": str(paths["a"])}})
+    viewer.add_image(prob_b, name="B")
+    widget = CompareWidget(viewer)
+    viewer.window.add_dock_widget(widget)  # the viewer owns it (and closes it)
+    widget.pred_a.value, widget.pred_b.value = viewer.layers["A"], viewer.layers["B"]
+    assert Path(widget.weights_a.value) == paths["a"]  # filled in from the layer the Predict widget made
+    _wait(qtbot, widget, widget.start())
+    assert widget.result.scores == {}  # no target: no scores
+    widget.target.value = viewer.layers["target"]
+    _wait(qtbot, widget, widget.start())
+    scores = widget.result.scores
+    assert scores["A"] is not None and scores["B"] is None and "B B: no model known" in widget.scores.value
+    # the 40 px target clips the score crop to 32; the sample of the Recipe's size
+    expected = score_network(healthy, target, crop_size=(32, 32), n_crops=Recipe().score_crops, source_fraction=0.1)
+    assert scores["A"]["score"] == pytest.approx(expected.score) and scores["A"]["crop_size"] == [32, 32]
+    assert scores["A"]["collapsed"] == expected.collapsed
+    widget.weights_b.value = paths["b"]
+    _wait(qtbot, widget, widget.start())
+    b = widget.result.scores["B"]
+    assert b["collapsed"] and b["reasons"] == ["all background"]
+    assert "B B: COLLAPSED score 0.000 (foreground 0.0 % vs source 10.0 %; all background)" in widget.scores.value
+    widget.weights_b.value = tmp_path / "missing.pt"
+    _wait(qtbot, widget, widget.start())
+    assert "not scored" in widget.scores.value and "does not exist" in widget.scores.value
 
 
 def test_compare_widget_shape_mismatch(make_napari_viewer) -> None:

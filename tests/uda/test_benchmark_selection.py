@@ -33,8 +33,25 @@ def test_analysis_of_a_pool():
     assert r["last_IoU"] == pytest.approx((0.60 + 0.55) / 2) and r["best_IoU"] == pytest.approx((0.70 + 0.55) / 2)
     assert (r["forced_collapses"], r["forced_collapses_flagged"]) == (2, 1)
     assert (r["healthy_runs"], r["healthy_runs_flagged"]) == (2, 1)
+    assert (r["healthy_checkpoints"], r["healthy_checkpoints_flagged"]) == (5, 1)
     assert r["spearman_healthy"] == pytest.approx(0.7)
     assert "vnc3_to_lucchi (held out)" in sel._markdown(sel.analyse(pool))
+
+
+def test_runs_are_flagged_by_their_last_checkpoint_and_select_only_healthy_ones():
+    pool = [
+        _row("dip", "healthy", 200, 0.05, 0.10, collapsed=True),  # an early dip that recovers: not a collapsed run
+        _row("dip", "healthy", 400, 0.20, 0.60),
+        _row("dip", "healthy", 600, 0.25, 0.60),  # ties with 400: the later checkpoint
+        _row("dead", "healthy", 200, 0.03, 0.50, collapsed=True),  # no healthy checkpoint: nothing selected
+        _row("dead", "healthy", 400, 0.02, 0.40, collapsed=True),
+    ]
+    r = sel.analyse(pool)["vnc3_to_lucchi"]
+    per_run = {p["run"]: p for p in r["per_run"]}
+    assert (per_run["dip"]["selected_iteration"], per_run["dip"]["collapsed"]) == (600, False)
+    assert per_run["dead"]["selected_iteration"] is None and per_run["dead"]["selected_IoU"] == 0.02
+    assert per_run["dead"]["collapsed"] and per_run["dead"]["collapsed_checkpoints"] == 2
+    assert (r["healthy_runs"], r["healthy_runs_flagged"], r["healthy_checkpoints_flagged"]) == (2, 1, 3)
 
 
 def test_runs_list_every_strategy_seed_and_collapse():

@@ -24,6 +24,7 @@ __all__ = [
     "on_model_grid",
     "score_source_only",
     "source_fraction",
+    "strategy_block",
     "target_voxel_size",
 ]
 
@@ -92,8 +93,9 @@ def source_fraction(spec: AdaptSpec) -> float | None:
 def score_source_only(spec: AdaptSpec) -> dict[str, Any]:
     """The source-only start's label-free score record (``checkpoint``, ``iteration``, ``strategy`` and the
     :class:`~mtbio.uda.selection.TargetScore` fields), scored as the collapse guard scores the training's checkpoints
-    (:class:`mtbio.uda.guard.TargetSample`: the same crops, seed, crop size and mask blocks) on the target at the
-    model's voxel size (the training grid for the pre-training of this run: the guard's own sample)."""
+    (:class:`mtbio.uda.guard.TargetSample`: the same crops, seed and crop size) on the target at the model's voxel
+    size (the training grid for the pre-training of this run: the guard's own sample), with the adaptation's mask
+    block (:func:`strategy_block`), so both sides of the choice see the same complementary views."""
     from mtbio.networks.weights import read_weights
     from mtbio.uda.guard import SCORE_SEED, TargetSample
     from mtbio.uda.selection import score_network
@@ -105,10 +107,23 @@ def score_source_only(spec: AdaptSpec) -> dict[str, Any]:
     sample = TargetSample.draw(target, recipe.crop, recipe.score_crop_size, recipe.score_crops)
     result = score_network(
         network, None, crop_size=sample.crop_size, n_crops=sample.n_crops, seed=SCORE_SEED,
-        block_size=spec.config.block_size, source_fraction=source_fraction(spec), device=spec.device,
+        block_size=strategy_block(spec), source_fraction=source_fraction(spec), device=spec.device,
         sample=(sample.crops, sample.neighbours),
     )  # fmt: skip
     return {"checkpoint": str(path), "iteration": record.iteration, "strategy": record.strategy, **result.to_dict()}
+
+
+def strategy_block(spec: AdaptSpec) -> int | tuple[int, ...]:
+    """The adaptation's mask block in voxels as :func:`~mtbio.uda.run.run_training` resolved it (``block_size=None``
+    follows the data's scale, :mod:`mtbio.uda.blocks`): its weights record's ``config["block_size"]``, else the
+    config's."""
+    from mtbio.networks.weights import read_weights
+
+    weights = spec.strategy_dir / "final.pt"
+    block = (read_weights(weights).config or {}).get("block_size") if weights.is_file() else None
+    if block is None:
+        return spec.config.block
+    return int(block) if isinstance(block, int) else tuple(int(b) for b in block)
 
 
 def target_voxel_size(spec: AdaptSpec) -> tuple[float, ...] | None:

@@ -348,6 +348,8 @@ def _look(spec: Any, selected: dict[str, Any]) -> list[str]:
 
 
 def _settings(spec: Any, selected: dict[str, Any]) -> list[str]:
+    from mtbio.uda.adapt_choice import strategy_block
+
     recipe, cfg = spec.recipe, spec.config
     inference = selected["prediction_identity"]["settings"]
     source = (
@@ -362,7 +364,8 @@ def _settings(spec: Any, selected: dict[str, Any]) -> list[str]:
         ("strategy", f"{cfg.strategy.value}, {recipe.iterations} iterations"),
         ("network", recipe.network if spec.network is None else type(spec.network).__name__),
         ("crop / batch / lr / seed", f"{list(recipe.crop)} / {recipe.batch_size} / {recipe.lr:g} / {recipe.seed}"),
-        ("UDA", f"tau {cfg.tau}, block {cfg.block_size}, lambda_pl {cfg.lambda_pl}, lambda_cm {cfg.lambda_cm}"),
+        ("UDA", f"tau {cfg.tau}, mask block {strategy_block(spec)} voxels, lambda_pl {cfg.lambda_pl}, "
+                f"lambda_cm {cfg.lambda_cm}"),
         ("label-free score", f"{recipe.score_crops} target crops (score crop size {recipe.score_crop_size})"),
         ("prediction", f"window {inference['roi_size']}, overlap {inference['overlap']}, "
                        f"normalize {inference['normalize']}, dtype {inference['dtype']}, tta {inference['tta']}, "

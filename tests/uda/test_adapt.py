@@ -309,6 +309,18 @@ def test_the_choice_and_its_sentence(tmp_path, source_only, chosen, rows, delive
     assert out["checkpoint"] == (str(tmp_path / "masktwins" / SELECTED_FILE) if delivered == "adapted" else "pre.pt")
 
 
+def test_the_source_only_start_is_scored_with_the_adaptations_resolved_mask_block(tmp_path):
+    from mtbio.uda.adapt_choice import strategy_block
+    from mtbio.uda.config import DEFAULT_BLOCK_VOXELS, UDAConfig
+
+    spec = _Spec(tmp_path)
+    assert spec.config.block_size is None and strategy_block(spec) == DEFAULT_BLOCK_VOXELS  # nothing resolved yet
+    record = WeightsRecord.from_network(get_network("small_unet", 3), network="small_unet", spatial_dims=3)
+    record.config = UDAConfig(block_size=(4, 16, 16)).to_dict()  # what run_training resolved and recorded
+    write_weights(record, tmp_path / "masktwins" / "final.pt")
+    assert strategy_block(spec) == (4, 16, 16)
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
 def test_volume_signal_reads_the_store_section_by_section(tmp_path, dtype):
     from mtbio.data.store import create_prediction_store, encode_probability, mark_complete

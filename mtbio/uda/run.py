@@ -104,7 +104,8 @@ class RunSpec:
         eval_image: labelled target image to validate the teacher on (``None`` = no validation).
         eval_label: its labels.
         val_interval: validate every N iterations (0 = only at the end).
-        n_saved: periodic checkpoints kept.
+        n_saved: periodic checkpoints kept (the newest ones; ``None`` keeps every one, e.g. to evaluate each
+            scored checkpoint afterwards, as ``benchmarks/model_selection.py`` does).
         logger: name of the logger of the losses and messages.
         progress: show a progress bar (on terminals only).
         record: further plain values for ``config.json`` (e.g. the command line).
@@ -135,7 +136,7 @@ class RunSpec:
     eval_image: Any = None
     eval_label: Any = None
     val_interval: int = 0
-    n_saved: int = 2
+    n_saved: int | None = 2
     logger: str = "mtbio.train"
     progress: bool = True
     record: dict[str, Any] = field(default_factory=dict)

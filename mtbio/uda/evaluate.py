@@ -113,7 +113,8 @@ def predict_in_memory(
 
 
 def _context_sections(volume: Any, z0: int, z1: int, k: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Sections ``z0 .. z1 - 1`` with their ``k`` neighbours as channels, z-scored per section: ``(S, 1 + 2k, Y, X)``."""
+    """Sections ``z0 .. z1 - 1`` with ``k`` neighbours on each side as channels, z-scored per section:
+    ``(S, 1 + 2k, Y, X)``."""
     idx = context_indices(np.arange(z0, z1), k, int(volume.shape[0]))
     lo, hi = int(idx.min()), int(idx.max()) + 1
     arr = np.asarray(volume[lo:hi], dtype=np.float32)

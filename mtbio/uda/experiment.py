@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtbio.data.sampling import SOURCE_STREAM, TARGET_STREAM, CropSampler
 from mtbio.data.context import context_channels
+from mtbio.data.sampling import SOURCE_STREAM, TARGET_STREAM, CropSampler
 from mtbio.networks import get_network
 from mtbio.networks.context import with_context
 from mtbio.networks.weights import read_weights, record_from_meta, write_weights

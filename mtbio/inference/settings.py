@@ -172,7 +172,7 @@ class InferenceSettings:
         context_sections: 2.5D input: adjacent sections on each side a 2D network takes as further input channels
             (1 + 2k; the ends of a volume replicated, a 2D image repeated); ``None``: the network's, which its weights
             record sets (0 when it records none). Give it only for a network built without a record; a value
-            other than the record's is refused.
+            other than the record's is refused. No command-line flag: the tools take it from the weights.
     """
 
     roi_size: tuple[int, ...] | None = None
@@ -191,7 +191,7 @@ class InferenceSettings:
     resample: bool = True
     tolerance: float = DEFAULT_TOLERANCE
     tta: TTA = TTA.NONE
-    context_sections: int | None = None
+    context_sections: int | None = dataclasses.field(default=None, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         put = object.__setattr__

@@ -123,3 +123,16 @@ def test_the_store_records_the_context_and_tta_flips_all_channels(tmp_path: Path
 
     streamed = _predict(net, vol, tmp_path / "b.zarr", tta="flips")
     assert np.allclose(streamed, predict_in_memory(net, vol, roi_size=ROI, tta="flips"), atol=1e-5)
+
+
+def test_the_dask_path_reads_the_same_halo(tmp_path: Path):
+    pytest.importorskip("dask")
+    from mtbio.inference.distributed import predict_volume_dask
+
+    vol = _volume()
+    net = _net(1)
+    got = predict_volume_dask(
+        net, vol, tmp_path / "a.zarr", roi_size=ROI, activation="softmax", dtype="float32",
+        normalize="zscore_section", chunks=(2, 12, 12), device="cpu",
+    )  # fmt: skip
+    assert np.allclose(np.asarray(got[1]), _hand(net, vol, 1), atol=1e-5)

@@ -73,6 +73,7 @@ def train(
     in_memory: bool = True,
     pretrain_iterations: int | None = None,
     resample: bool = True,
+    context_sections: int | None = None,
 ) -> dict[str, Path]:
     """Train ``network`` once per strategy (same seed, initial weights and source crops), resumably.
 
@@ -117,6 +118,9 @@ def train(
         resample: resample the source to the target's voxel size when they differ by more than 10 % on the
             network's axes (:meth:`~mtbio.bundle.data.DomainPair.on_training_grid`); the weights record that
             voxel size and the normalisation.
+        context_sections: 2.5D input (``Recipe.context_sections``, ``None``: the Recipe's); ``network`` must take
+            ``1 + 2k`` input channels (``network_def#in_channels``). The weights record it, so the bundle's
+            predict / evaluate feed the neighbour sections without a setting.
 
     Returns:
         strategy -> final weights file (only the strategies that finished).
@@ -127,7 +131,12 @@ def train(
     if not strategies:
         raise ValueError("strategies is empty")
     given = dict(
-        batch_size=batch_size, lr=lr, seed=seed, log_interval=log_interval, pretrain_iterations=pretrain_iterations
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        log_interval=log_interval,
+        pretrain_iterations=pretrain_iterations,
+        context_sections=context_sections,
     )
     recipe = Recipe(
         network=type(network).__name__,
@@ -334,6 +343,7 @@ def adapt(
     normalize: str | None = UNSET,
     tta: str = UNSET,
     figure_sections: int = 3,
+    context_sections: int | None = None,
 ) -> dict[str, Any]:
     """Adapt to the bundle's target volume without its labels (:func:`mtbio.uda.adapt.run_adapt`): the source-only
     pre-training, ``strategy`` with every checkpoint scored label-free, the choice between the best adapted
@@ -357,6 +367,7 @@ def adapt(
         roi_size, overlap, normalize, tta: the prediction's settings (the bundle's inference.yaml), replacing those
             of :data:`~mtbio.inference.settings.TOOL_DEFAULTS`.
         figure_sections: target sections shown in the report.
+        context_sections: 2.5D input, as for :func:`train`.
 
     Returns:
         the ``selected.json`` content (empty when ``stop_after`` ended the training early).
@@ -367,7 +378,7 @@ def adapt(
 
     given = dict(
         batch_size=batch_size, lr=lr, seed=seed, log_interval=log_interval, pretrain_iterations=pretrain_iterations,
-        score_crops=score_crops, score_crop_size=score_crop_size,
+        score_crops=score_crops, score_crop_size=score_crop_size, context_sections=context_sections,
     )  # fmt: skip
     recipe = Recipe(
         network=type(network).__name__,

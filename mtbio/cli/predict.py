@@ -105,14 +105,15 @@ def add_settings_arguments(
     """One flag per :class:`InferenceSettings` field (``--field-name`` plus :data:`FLAG_ALIASES`), its help the field's
     line of the class docstring and the default shown ``base``'s; a flag not given is absent from the namespace
     (:func:`settings_from_args` then keeps ``base``'s value): no default is restated here. Fields in ``exclude`` get
-    no flag (the entry point fixes them)."""
+    no flag (the entry point fixes them), nor do fields with ``metadata={"cli": False}`` (``context_sections``: the
+    weights record decides)."""
     from mtbio.uda.options import _plain_doc, field_docs
 
     docs = field_docs(InferenceSettings)
     hints = typing.get_type_hints(InferenceSettings)
     group = parser.add_argument_group("inference settings (mtbio.inference.settings.InferenceSettings)")
     for f in dataclasses.fields(InferenceSettings):
-        if f.name in exclude:
+        if f.name in exclude or not f.metadata.get("cli", True):
             continue
         default = getattr(base, f.name)
         shown = default.value if isinstance(default, enum.Enum) else default

@@ -11,6 +11,12 @@ Intensity normalisation is :func:`mtbio.data.normalize.zscore` with :func:`~mtbi
 :func:`~mtbio.data.normalize.default_normalization`); the statistics are computed once at construction, and
 :func:`mtbio.uda.evaluate.predict_in_memory` and ``mtbio.inference.predict_volume(normalize="zscore_section")``
 use the same rule at inference.
+
+2.5D input (``context_sections = k > 0``, 2D crops only): each crop holds the drawn section and its ``k`` neighbours
+on each side as channels (``(B, 1 + 2k, H, W)``, the same (Y, X) window, the drawn section in the middle channel),
+replicated at the volume's ends and each z-scored with its own section's statistics (:mod:`mtbio.data.context`).
+Flips and rot90 apply to every channel alike; the order of the channels is never reversed (no z-flip), so channel
+``c`` always is section ``z - k + c``. The label is the drawn section's.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtbio.data.context import check_context, context_indices
 from mtbio.data.normalize import image_stats, zscore
 
 __all__ = ["CropSampler", "MinForeground", "image_stats", "stream_rng"]
@@ -65,9 +72,14 @@ class CropSampler:
             needs labels.
         max_retries: draws per crop before the last candidate is kept even if ``accept`` rejects it.
         in_memory: read every volume into memory once (fast for small data); otherwise crops are sliced lazily.
+        context_sections: 2D crops only: ``k`` adjacent sections on each side as further channels (module
+            docstring); 0 = the section alone.
 
-    Calling ``sampler(i)`` returns ``{"image": float32 (B, 1, *crop_size), "label": int64 (B, 1, *crop_size)}``
+    Calling ``sampler(i)`` returns ``{"image": float32 (B, 1 + 2k, *crop_size), "label": int64 (B, 1, *crop_size)}``
     (``"label"`` only with labels), on the CPU.
+
+    Raises:
+        ValueError: bad arguments, volumes smaller than the crop, or ``context_sections > 0`` with 3D crops.
     """
 
     def __init__(
@@ -83,6 +95,7 @@ class CropSampler:
         accept: Callable[[np.ndarray], bool] | None = None,
         max_retries: int = 10,
         in_memory: bool = False,
+        context_sections: int = 0,
     ) -> None:
         imgs = [images] if hasattr(images, "shape") else list(images)
         if not imgs:
@@ -100,6 +113,12 @@ class CropSampler:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_retries < 1:
             raise ValueError(f"max_retries must be >= 1, got {max_retries}")
+        self.context = check_context(context_sections)
+        if self.context and self.spatial_dims != 2:
+            raise ValueError(
+                f"context_sections {self.context} (adjacent sections as channels) needs 2D crops (H, W), got the 3D "
+                f"crop {self.crop_size}"
+            )
         if accept is not None and labs is None:
             raise ValueError("foreground rejection (accept=...) needs label volumes")
         for k, img in enumerate(imgs):
@@ -154,7 +173,12 @@ class CropSampler:
             break
         mean, std = self.stats[v]
         k = origin[0] if self.spatial_dims == 2 else 0
-        image = zscore(self.images[v][sl], mean[k], std[k], precision=np.float64)
+        if self.context:
+            volume, rest = self.images[v], sl[1:]
+            sections = context_indices(origin[0], self.context, volume.shape[0])
+            image = np.stack([zscore(volume[(int(z), *rest)], mean[z], std[z], precision=np.float64) for z in sections])
+        else:
+            image = zscore(self.images[v][sl], mean[k], std[k], precision=np.float64)
         if self.augment:
             image, label = self._geometric(rng, image, label)
         return image, label
@@ -162,8 +186,9 @@ class CropSampler:
     def _geometric(
         self, rng: np.random.Generator, image: np.ndarray, label: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        flips = rng.random(image.ndim) < 0.5
-        axes = tuple(int(a) for a in np.nonzero(flips)[0])
+        dims = self.spatial_dims  # a context crop's leading channel axis is never flipped
+        flips = rng.random(dims) < 0.5
+        axes = tuple(int(a) - dims for a in np.nonzero(flips)[0])
         k = int(rng.integers(0, 4)) if image.shape[-1] == image.shape[-2] else 0
         if axes:
             image = np.flip(image, axis=axes)
@@ -176,7 +201,8 @@ class CropSampler:
     def __call__(self, iteration: int) -> dict[str, torch.Tensor]:
         rng = stream_rng(self.seed, self.stream, iteration)
         pairs = [self._one(rng) for _ in range(self.batch_size)]
-        out = {"image": torch.from_numpy(np.stack([p[0] for p in pairs])[:, None].copy())}
+        images = np.stack([p[0] for p in pairs])
+        out = {"image": torch.from_numpy((images if self.context else images[:, None]).copy())}
         if self.labels is not None:
             out["label"] = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].astype(np.int64))
         return out

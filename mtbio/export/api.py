@@ -108,6 +108,8 @@ def export_model(
         "spatial_dims": dims,
         "tta": None if fmt == "bioimageio" and tta is None else mode.value,
     }
+    if source.context_sections:  # a 2.5D network: the input holds 1 + 2k sections as channels
+        summary["context_sections"] = source.context_sections
     if fmt == "bioimageio":
         from mtbio.export.bioimageio import export_bioimageio
 
@@ -131,8 +133,9 @@ def export_model(
         from mtbio.inference.tta import with_tta
 
         network = with_tta(source.network.cpu().eval(), mode).eval()
-        example = normalize_sample(example_input(roi))
-        checks = [example, normalize_sample(example_input(roi, seed=1, batch=2))]
+        c = source.in_channels
+        example = normalize_sample(example_input(roi, channels=c))
+        checks = [example, normalize_sample(example_input(roi, seed=1, batch=2, channels=c))]
         if fmt == "onnx":
             from mtbio.export.onnx import DEFAULT_OPSET, check_onnx, export_onnx
 

@@ -105,6 +105,7 @@ def _mtbio_config(source: ExportSource, roi: tuple[int, ...], tta: TTA | None = 
         "normalization": source.normalization,
         "roi_size": list(roi),
         "tta": None if tta is None else tta.value,
+        "context_sections": source.context_sections,
         "step": list(source.step),
         "output": "softmax probabilities, channel 1 = mitochondrion (network output: logits)",
         "strategy": rec.strategy,
@@ -128,6 +129,14 @@ def _readme(name: str, source: ExportSource, cfg: dict[str, Any], roi: tuple[int
         else "per volume (each sample's z, y, x): mtbio's rule for 3D networks"
     )
     vs = cfg["voxel_size"]
+    k = source.context_sections
+    channels_note = (
+        "EM intensities, any dtype (cast to float32)"
+        if not k
+        else f"EM intensities, 2.5D: the section to predict (channel {k}) and {k} adjacent section(s) on each side "
+        f"as channels {context_channel_names(k)} (the stack's end section repeated at its ends; each channel "
+        "normalised on its own), any dtype (cast to float32)"
+    )
     tta_use = (
         f", and test-time augmentation `{cfg['tta']}`: each window predicted from its in-plane flips"
         f"{' and 90 degree rotations' if cfg['tta'] == 'flips_rot90' else ''}, probabilities averaged; "
@@ -148,7 +157,7 @@ Mitochondria segmentation of electron-microscopy images, exported by mtbio {cfg[
 
 ## Data
 
-* input `raw`: (batch, channel=1, {axes}) EM intensities, any dtype (cast to float32); spatial sizes multiples of
+* input `raw`: (batch, channel={source.in_channels}, {axes}) {channels_note}; spatial sizes multiples of
   {list(source.step)} ({axes}); tested at {list(roi)}.
 * voxel size: {value(vs)} nm ({axes}); apply it to data of about this voxel size (resample otherwise).
 * preprocessing: zero mean, unit variance {norm_rule}: `(x - mean) / (std + 1e-6)`. mtbio itself floors std
@@ -260,20 +269,21 @@ def export_bioimageio(
     rebuilt.load_state_dict(source.record.teacher, strict=True)  # the description builds exactly this network
 
     torch.save({k: v.contiguous() for k, v in network.state_dict().items()}, out / "weights.pt")
-    x = example_input(roi)
+    c, k = source.in_channels, source.context_sections
+    x = example_input(roi, channels=c)
     with torch.inference_mode():
         logits = network(normalize_sample(x))
         probs = torch.softmax(logits, dim=1)
     np.save(out / "test_input.npy", x.numpy().astype(np.float32))
     np.save(out / "test_output.npy", probs.numpy().astype(np.float32))
-    _cover(x[0, 0].numpy(), probs[0, 1].numpy(), out / "cover.png")
+    _cover(x[0, k].numpy(), probs[0, 1].numpy(), out / "cover.png")
 
     formats = ["pytorch_state_dict"]
     summary: dict[str, Any] = {"format": "bioimageio", "path": str(out), "rdf": str(out / RDF_NAME)}
     opset = int(opset or DEFAULT_OPSET)
     if onnx:
         export_onnx(network, out / "model.onnx", normalize_sample(x), opset=opset)
-        checks = [normalize_sample(x), normalize_sample(example_input(roi, seed=1, batch=2))]
+        checks = [normalize_sample(x), normalize_sample(example_input(roi, seed=1, batch=2, channels=c))]
         summary["onnx_check"] = check_onnx(out / "model.onnx", network, checks)
         formats.append("onnx")
 
@@ -309,6 +319,21 @@ def _check_roi(roi: tuple[int, ...], source: ExportSource) -> None:
     bad = [r for r, s in zip(roi, source.step) if r < 1 or r % s]
     if bad:
         raise ValueError(f"--roi {list(roi)}: each size must be a positive multiple of {list(source.step)}")
+
+
+def context_channel_names(k: int) -> list[str]:
+    """The input's channel names: ``["raw"]``, or for a 2.5D network ``["z-k", ..., "z", ..., "z+k"]`` (the section
+    to predict is ``"z"``, the middle channel)."""
+    if not k:
+        return ["raw"]
+    return [f"z{d:+d}" if d else "z" for d in range(-k, k + 1)]
+
+
+def _input_description(k: int) -> str:
+    if not k:
+        return "EM intensities"
+    # at most 128 characters (bioimage.io); the README says more
+    return f"EM sections z-{k}..z+{k} as channels (2.5D): channel {k} ('z') is predicted; stack ends repeated"
 
 
 def _rdf(
@@ -379,8 +404,12 @@ def _rdf(
         "inputs": [
             {
                 "id": "raw",
-                "description": "EM intensities",
-                "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["raw"]}, *space_in],
+                "description": _input_description(source.context_sections),
+                "axes": [
+                    {"type": "batch"},
+                    {"type": "channel", "channel_names": context_channel_names(source.context_sections)},
+                    *space_in,
+                ],
                 "test_tensor": {"source": "test_input.npy", "sha256": _sha256(out / "test_input.npy")},
                 "data": {"type": "float32"},
                 "preprocessing": [
@@ -551,6 +580,10 @@ def load_package(path: str | os.PathLike) -> PackageModel:
     record = read_weights(weights_file)
     record.load_into(network, weights_file)
     model = PackageModel(rdf, network.eval(), description)
+    from mtbio.networks.context import with_context
+
+    k = model.mtbio.get("context_sections") or 0  # a 2.5D package: its mtbio config states the context
+    with_context(model.network, int(k))
     if model.spatial_dims not in (2, 3):
         raise ValueError(f"{rdf}: input has {model.spatial_dims} space axes; mtbio predicts 2D or 3D images")
     return model

@@ -88,6 +88,16 @@ class ExportSource:
         rule = resolve_normalization("auto", self.spatial_dims, self.record.normalization or None)
         return "none" if rule is None else rule.value
 
+    @property
+    def context_sections(self) -> int:
+        """The record's 2.5D context ``k`` (adjacent sections on each side as input channels; 0 = none)."""
+        return int(self.record.context_sections)
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels: ``1 + 2k``."""
+        return 1 + 2 * self.context_sections
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple | list):
@@ -241,7 +251,10 @@ def load_source(
         record.provenance.setdefault("bundle", str(bundle))
     elif record.network is not None and record.spatial_dims is not None:
         net = record.build_network(path)
-        arch = _architecture(record.network, record.spatial_dims, record.network_kwargs)
+        kwargs = dict(record.network_kwargs)
+        if record.context_sections:  # a 2.5D network: 1 + 2k input channels
+            kwargs.setdefault("in_channels", 1 + 2 * record.context_sections)
+        arch = _architecture(record.network, record.spatial_dims, kwargs)
     else:
         raise WeightsError(
             path,
@@ -258,8 +271,9 @@ def _dims_of(network: torch.nn.Module, path: Path) -> int:
     return 2 if isinstance(conv, torch.nn.Conv2d) else 3
 
 
-def example_input(roi: tuple[int, ...], *, seed: int = 0, batch: int = 1) -> torch.Tensor:
-    """A deterministic EM-like test tensor ``(batch, 1, *roi)``: bright blobs on a textured background, uint8 range.
+def example_input(roi: tuple[int, ...], *, seed: int = 0, batch: int = 1, channels: int = 1) -> torch.Tensor:
+    """A deterministic EM-like test tensor ``(batch, channels, *roi)``: bright blobs on a textured background, uint8
+    range (``channels > 1``: a 2.5D network's sections, the same blobs with their own noise).
 
     Returns:
         float32 tensor with values in [0, 255].
@@ -272,7 +286,7 @@ def example_input(roi: tuple[int, ...], *, seed: int = 0, batch: int = 1) -> tor
         radius = 0.06 + 0.1 * float(torch.rand(1, generator=g))
         dist2 = sum((grid - c) ** 2 for grid, c in zip(grids, centre))
         image -= 70.0 * torch.exp(-dist2 / (2 * radius**2))  # dark mitochondria-like bodies
-    noise = torch.randn((batch, 1, *roi), generator=g) * 12.0
+    noise = torch.randn((batch, channels, *roi), generator=g) * 12.0
     return (image + noise).clamp(0, 255).float()
 
 

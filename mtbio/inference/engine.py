@@ -22,7 +22,8 @@ from mtbio.inference.windows import Block, WindowGrid
 
 
 class SectionWise(torch.nn.Module):
-    """Runs a 2D network on ``(B, C, 1, H, W)`` windows of a 3D volume, section by section."""
+    """Runs a 2D network on ``(B, C, 1, H, W)`` windows of a 3D volume, section by section (``C = 1 + 2k`` for a
+    network with ``k`` context sections: the engine stacks the neighbours as channels)."""
 
     def __init__(self, network: torch.nn.Module) -> None:
         super().__init__()
@@ -30,6 +31,19 @@ class SectionWise(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x[:, :, 0])[:, :, None]
+
+
+class RepeatChannels(torch.nn.Module):
+    """Runs a network with ``k`` context sections on a single 2D image: the image repeated as its ``1 + 2k`` channels
+    (replicate padding of a one-section volume, :mod:`mtbio.data.context`)."""
+
+    def __init__(self, network: torch.nn.Module, channels: int) -> None:
+        super().__init__()
+        self.network = network
+        self.channels = int(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x.expand(-1, self.channels, *x.shape[2:]))
 
 
 @dataclass
@@ -50,6 +64,9 @@ class Engine:
         amp: autocast float16 on CUDA.
         finite_check: called on every input box read (``check(voxels, origin)``, raising on NaN / Inf), or
             ``None`` (integer inputs, or inputs the normalisation statistics pass has already checked).
+        context: context sections ``k`` of a 2D network run section by section: every read takes ``k`` more
+            sections on each side along axis 0 (replicated at the volume's ends) and every window gets the
+            ``1 + 2k`` sections around its own as channels (:mod:`mtbio.data.context`); 0 = one channel.
     """
 
     network: torch.nn.Module
@@ -63,6 +80,7 @@ class Engine:
     normalize: tuple[Any, Any] | None = None
     amp: bool = False
     finite_check: Callable[[np.ndarray, tuple[int, ...]], None] | None = None
+    context: int = 0
 
     def column_box(self, block: Block) -> tuple[list[list[int]], tuple[int, ...], tuple[int, ...]]:
         """Trailing-axis window starts that touch the block's column and the box they cover (padded coords)."""
@@ -93,10 +111,29 @@ class Engine:
         s0 = self.grid.starts[0]
         _, lo, hi = self.column_box(block)
         z0, z1 = s0[r0], s0[r1 - 1] + self.grid.roi[0]
+        if self.context:  # the z-halo of a 2.5D network, replicated at the volume's ends
+            return z0 - self.context, self._read_context(source, z0, z1, lo, hi, reader)
         if reader is not None:
             return z0, reader.read((z0, *lo), (z1, *hi))
         data = read_padded(source, (z0, *lo), (z1, *hi), self.grid.pad_lo, self.normalize, self.finite_check)
         return z0, data
+
+    def _read_context(
+        self, source: Any, z0: int, z1: int, lo: tuple[int, ...], hi: tuple[int, ...], reader: SlabReader | None
+    ) -> np.ndarray:
+        """Sections ``z0 - k .. z1 + k - 1`` of the box (section-wise grids have no padding along axis 0), the
+        missing ones at the ends replicated (:func:`mtbio.data.context.context_indices`)."""
+        from mtbio.data.context import context_indices
+
+        depth = self.grid.shape[0]
+        idx = context_indices(np.arange(z0, z1), self.context, depth)
+        a, b = int(idx.min()), int(idx.max()) + 1
+        if reader is not None:
+            data = reader.read((a, *lo), (b, *hi))
+        else:
+            data = read_padded(source, (a, *lo), (b, *hi), self.grid.pad_lo, self.normalize, self.finite_check)
+        rows = np.clip(np.arange(z0 - self.context, z1 + self.context), 0, depth - 1) - a
+        return data if rows[0] == 0 and len(rows) == data.shape[0] else np.ascontiguousarray(data[rows])
 
     def slab_reader(self, source: Any) -> SlabReader:
         """A :class:`SlabReader` of ``source`` for this engine's padding and normalisation."""
@@ -126,14 +163,31 @@ class Engine:
         z_origin, volume = data
         starts, lo, _ = self.column_box(block)
         roi = self.grid.roi
+        k = self.context
         for r in range(*rows):
             z = self.grid.starts[0][r]
             windows = [(z, *rest) for rest in _product(starts)]
             for b in range(0, len(windows), self.batch_size):
                 chunk = windows[b : b + self.batch_size]
-                batch = np.stack(
-                    [volume[tuple(slice(s - o, s - o + n) for s, o, n in zip(w, (z_origin, *lo), roi))] for w in chunk]
-                )[:, None]
+                if k:  # (B, 1 + 2k, 1, H, W): sections z - k .. z + k as channels (data starts at z_origin)
+                    batch = np.stack(
+                        [
+                            volume[
+                                (
+                                    slice(w[0] - z_origin - k, w[0] - z_origin + k + 1),
+                                    *(slice(s - o, s - o + n) for s, o, n in zip(w[1:], lo, roi[1:])),
+                                )
+                            ]
+                            for w in chunk
+                        ]
+                    )[:, :, None]
+                else:
+                    batch = np.stack(
+                        [
+                            volume[tuple(slice(s - o, s - o + n) for s, o, n in zip(w, (z_origin, *lo), roi))]
+                            for w in chunk
+                        ]
+                    )[:, None]
                 out = self._forward(batch)  # already multiplied by the weight map
                 for w, values in zip(chunk, out):
                     acc.add(w, values, self.weight)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +24,28 @@ def model_hash(network: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _state_dict(checkpoint: str | os.PathLike) -> Mapping[str, torch.Tensor]:
-    """The teacher weights of any weights file :func:`mtbio.networks.weights.read_weights` reads (the record, a
-    training checkpoint, a plain ``state_dict``), loaded with ``weights_only=True``."""
-    from mtbio.networks.weights import read_weights
-
-    return read_weights(checkpoint).teacher
-
-
 def load_state(network: torch.nn.Module, checkpoint: str | os.PathLike) -> torch.nn.Module:
     """Load the state dict of ``checkpoint`` (a plain state dict or a dict with ``state_dict`` / ``model`` /
     ``network`` / ``teacher`` / ``student``: the EMA teacher is preferred over the student) into ``network``
-    strictly; raises ValueError naming the file."""
-    state = _state_dict(checkpoint)
+    strictly; raises ValueError naming the file. A weights record marks ``network`` with its ``context_sections``
+    (:func:`mtbio.networks.context.with_context`); a plain ``state_dict`` leaves it as it is."""
+    from mtbio.networks.context import with_context
+    from mtbio.networks.weights import WeightsError, read_weights
+
+    record = read_weights(checkpoint)
+    if record.version > 0:  # a record: its check names the input channels (a 2.5D network's weights) and marks
+        try:
+            return record.load_into(network, checkpoint)
+        except WeightsError as err:
+            if "input channel" in err.problem:
+                raise
     try:
-        network.load_state_dict(state, strict=True)
+        network.load_state_dict(record.teacher, strict=True)
     except RuntimeError as err:
         detail = " ".join(str(err).split())
         detail = detail if len(detail) <= 300 else detail[:300] + " ..."
         raise ValueError(f"{checkpoint}: checkpoint does not fit the network ({detail})") from err
-    return network
+    return with_context(network, record.context_sections) if record.version > 0 else network
 
 
 def bundle_config(bundle: str | os.PathLike) -> tuple[dict[str, Any], list[Path]]:
@@ -155,12 +156,18 @@ def bundle_inferer_settings(bundle: str | os.PathLike, *, trust: bool = False) -
 def load_named_network(
     name: str, spatial_dims: int, checkpoint: str | os.PathLike | None = None, **kwargs: Any
 ) -> torch.nn.Module:
-    """``mtbio.networks.get_network(name, spatial_dims, **kwargs)`` with the weights of ``checkpoint``.
+    """``mtbio.networks.get_network(name, spatial_dims, **kwargs)`` with the weights of ``checkpoint``; a weights
+    record's ``context_sections`` gives the network ``1 + 2k`` input channels (unless ``in_channels`` is given) and
+    marks it (:mod:`mtbio.networks.context`).
 
     Raises:
         ValueError: unknown name, or weights that do not fit.
     """
     from mtbio.networks import get_network
 
+    if checkpoint is not None and "in_channels" not in kwargs:
+        from mtbio.networks.weights import read_weights
+
+        kwargs["in_channels"] = 1 + 2 * read_weights(checkpoint).context_sections
     network = get_network(name, spatial_dims, **kwargs)
     return network if checkpoint is None else load_state(network, checkpoint)

@@ -169,6 +169,10 @@ class InferenceSettings:
         tta: test-time augmentation: ``none``, ``flips`` (4 views: as it is, Y flipped, X flipped, both; in-plane
             also for 3D networks) or ``flips_rot90`` (the 8 in-plane flips and 90 degree rotations; needs a square
             window); the views' probabilities are averaged (4x / 8x forward passes).
+        context_sections: 2.5D input: adjacent sections on each side a 2D network takes as further input channels
+            (1 + 2k; the ends of a volume replicated, a 2D image repeated); ``None``: the network's, which its weights
+            record sets (0 when it records none). Give it only for a network built without a record; a value
+            other than the record's is refused. No command-line flag: the tools take it from the weights.
     """
 
     roi_size: tuple[int, ...] | None = None
@@ -187,6 +191,7 @@ class InferenceSettings:
     resample: bool = True
     tolerance: float = DEFAULT_TOLERANCE
     tta: TTA = TTA.NONE
+    context_sections: int | None = dataclasses.field(default=None, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -249,6 +254,9 @@ class InferenceSettings:
         put(self, "tolerance", float(self.tolerance))
         put(self, "tta", as_tta(self.tta))
         check_tta_window(self.tta, self.roi_size)
+        k = self.context_sections
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+            raise ValueError(f"context_sections must be an int >= 0 or None (the network's), got {k!r}")
 
     @classmethod
     def merged(cls, settings: InferenceSettings | None = None, **given: Any) -> InferenceSettings:

@@ -18,7 +18,7 @@ import torch
 
 from mtbio.data.normalize import Normalization, default_normalization, image_stats, volume_stats
 from mtbio.inference.blending import importance_map
-from mtbio.inference.engine import Engine, SectionWise
+from mtbio.inference.engine import Engine, RepeatChannels, SectionWise
 from mtbio.inference.finite import FiniteCheck, can_hold_nonfinite, check_section_stats
 from mtbio.inference.model_io import model_hash
 from mtbio.inference.resume import Ledger, create_store, open_existing, reserve
@@ -79,20 +79,20 @@ def _device(device: torch.device | str | None) -> torch.device:
 _PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _probe(network: torch.nn.Module, roi: tuple[int, ...], device: torch.device) -> int:
+def _probe(network: torch.nn.Module, roi: tuple[int, ...], device: torch.device, in_channels: int = 1) -> int:
     """Run one zero window; return the output channel count or raise ValueError explaining the mismatch."""
     known = _PROBED.get(network, {})
-    if (roi, str(device)) in known:
-        return known[(roi, str(device))]
-    x = torch.zeros((1, 1, *roi), device=device)
+    if (roi, str(device), in_channels) in known:
+        return known[(roi, str(device), in_channels)]
+    x = torch.zeros((1, in_channels, *roi), device=device)
     try:
         with torch.inference_mode():
             out = network(x)
     except Exception as err:  # noqa: BLE001 - re-raised as a user error
         raise ValueError(
-            f"the network rejected a window of shape {tuple(x.shape)} (batch, 1 channel, roi {roi}): "
-            f"{' '.join(str(err).split())}; "
-            "check roi_size has as many axes as the network's spatial dims and that it takes one input channel"
+            f"the network rejected a window of shape {tuple(x.shape)} (batch, {_channels(in_channels)}, roi {roi}): "
+            f"{' '.join(str(err).split())}; check roi_size has as many axes as the network's spatial dims and that "
+            f"it takes {'one input channel' if in_channels == 1 else f'{in_channels} input channels'}"
         ) from err
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"the network returned a {type(out).__name__}; predict_volume needs one tensor")
@@ -101,8 +101,37 @@ def _probe(network: torch.nn.Module, roi: tuple[int, ...], device: torch.device)
             f"the network mapped a window {tuple(x.shape)} to {tuple(out.shape)}; expected (1, C, *{roi}): "
             "roi_size must match the network's spatial dims and every axis must be a size it preserves"
         )
-    _PROBED.setdefault(network, {})[(roi, str(device))] = int(out.shape[1])
+    _PROBED.setdefault(network, {})[(roi, str(device), in_channels)] = int(out.shape[1])
     return int(out.shape[1])
+
+
+def _channels(n: int) -> str:
+    return "1 channel" if n == 1 else f"{n} channels: the section and its context sections"
+
+
+def resolve_context(network: torch.nn.Module, settings: InferenceSettings, roi: Sequence[int], where: str) -> int:
+    """The context sections a run feeds ``network``: the ones it is marked with (its weights record,
+    :func:`mtbio.networks.context.context_of`), else ``settings.context_sections``, else 0.
+
+    Raises:
+        ValueError: ``settings.context_sections`` differs from the network's record, or context with a 3D window.
+    """
+    from mtbio.networks.context import context_of
+
+    marked = context_of(network, None)
+    given = settings.context_sections
+    if marked is not None and given is not None and int(given) != int(marked):
+        raise ValueError(
+            f"context_sections {given} does not fit the network, whose weights record {marked} context section(s) on "
+            "each side; leave context_sections unset (the record decides)"
+        )
+    k = int(marked if marked is not None else (given or 0))
+    if k and len(roi) != 2:
+        raise ValueError(
+            f"the network takes {k} context section(s) on each side (a 2D network), but roi_size {tuple(roi)} is 3D "
+            f"({where})"
+        )
+    return k
 
 
 def prepare(
@@ -190,16 +219,22 @@ def prepare(
     blocks_shape = resolve_block_shape(shape, chunk_shape, block_shape)
     blocks = list(iter_blocks(shape, chunk_shape, blocks_shape))
 
+    k = resolve_context(network, settings, roi, where)
     dev = _device(settings.device)
     network = network.to(dev).eval()
-    channels = _probe(network, net_roi, dev)
+    channels = _probe(network, net_roi, dev, 1 + 2 * k)
     # test-time augmentation wraps the network a window runs through; the store's identity keeps the plain network's
     # hash and records the mode in its config (absent: none, as stores written before the field)
     tta_net = with_tta(network, settings.tta, act)
     run_net = SectionWise(tta_net) if section_wise else tta_net
+    if k and not section_wise:  # a single 2D image: the image repeated as every context channel
+        run_net = RepeatChannels(run_net, 1 + 2 * k)
 
     weight = importance_map(grid_roi, blend, sigma_scale).to(dev)
-    engine = Engine(run_net, grid, weight, channels, batch_size, dev, act, dtype, norm, settings.amp, finite_check)
+    engine = Engine(
+        run_net, grid, weight, channels, batch_size, dev, act, dtype, norm, settings.amp, finite_check,
+        context=k if section_wise else 0,
+    )  # fmt: skip
     config = {
         "roi_size": list(roi),
         "overlap": list(grid.overlap[1:] if section_wise else grid.overlap),
@@ -214,6 +249,8 @@ def prepare(
     }
     if settings.tta is not TTA.NONE:
         config["tta"] = settings.tta.value
+    if k:  # absent: one channel, as stores written before the field
+        config["context_sections"] = k
     create_kwargs = {
         "spatial_shape": shape,
         "num_channels": channels,

@@ -77,6 +77,10 @@ class WeightsRecord:
             default rule for ``spatial_dims``.
         provenance: where it comes from: ``source`` / ``target`` (data descriptions), ``parent`` (the weights it
             started from), ``git``, ``mtbio_version``, ``created`` (UTC ISO time) and anything a writer adds.
+        context_sections: 2.5D input of a 2D network: ``k`` adjacent sections on each side as further input
+            channels (``1 + 2k``, :mod:`mtbio.data.context`); 0 (also for files written before the field) = one
+            channel. :meth:`build_network` builds the network with ``1 + 2k`` input channels and marks it
+            (:func:`mtbio.networks.context.with_context`), and every prediction path reads it from there.
         extra: further plain values a writer keeps (iterations of a pre-training, seconds per iteration, ...).
         version: the record's format version read from the file (:data:`WEIGHTS_VERSION` when written now).
     """
@@ -95,6 +99,7 @@ class WeightsRecord:
     voxel_size: list[float] | None = None
     normalization: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    context_sections: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     version: int = WEIGHTS_VERSION
 
@@ -111,6 +116,11 @@ class WeightsRecord:
                 raise WeightsError(None, f"voxel_size must be > 0, got {self.voxel_size}")
         if self.crop is not None:
             self.crop = [int(c) for c in self.crop]
+        k = self.context_sections
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise WeightsError(None, f"context_sections must be an int >= 0, got {k!r}")
+        if k and self.spatial_dims == 3:
+            raise WeightsError(None, f"context_sections {k} (adjacent sections as channels) is for 2D networks")
 
     @classmethod
     def from_network(cls, module: torch.nn.Module, /, **kwargs: Any) -> WeightsRecord:
@@ -141,16 +151,31 @@ class WeightsRecord:
                 "network you build (a bundle's network_def, or mtbio predict --network NAME)",
             )
         from mtbio.networks import get_network
+        from mtbio.networks.context import with_context
 
-        net = get_network(self.network, self.spatial_dims, **self.network_kwargs)
-        return self.load_into(net, path).eval()
+        kwargs = dict(self.network_kwargs)
+        kwargs.setdefault("in_channels", 1 + 2 * self.context_sections)
+        net = get_network(self.network, self.spatial_dims, **kwargs)
+        return with_context(self.load_into(net, path), self.context_sections).eval()
 
     def load_into(self, network: torch.nn.Module, path: str | os.PathLike | None = None) -> torch.nn.Module:
-        """Load the teacher's weights into ``network`` strictly.
+        """Load the teacher's weights into ``network`` strictly and mark it with the record's ``context_sections``
+        (:func:`mtbio.networks.context.with_context`).
 
         Raises:
-            WeightsError: they do not fit (a different network, spatial dimensionality or channels), naming the file.
+            WeightsError: they do not fit (a different network, spatial dimensionality or channels), naming the file;
+                input channels that differ (e.g. a 2.5D network's weights in a one-channel network) are named.
         """
+        from mtbio.networks.context import with_context
+
+        mine, theirs = _first_conv_channels(self.teacher, network.state_dict())
+        if mine != theirs:
+            raise WeightsError(
+                path,
+                f"the weights take {mine} input channel(s) (context_sections {self.context_sections}: the section "
+                f"and {self.context_sections} adjacent section(s) on each side), the network {theirs}; build the "
+                f"network with in_channels={mine} (or from the file: WeightsRecord.build_network)",
+            )
         try:
             network.load_state_dict(self.teacher, strict=True)
         except RuntimeError as err:
@@ -162,7 +187,7 @@ class WeightsRecord:
                 f"weights of a {what!r} network ({self.spatial_dims or '?'}D) do not fit {type(network).__name__} "
                 f"({detail})",
             ) from err
-        return network
+        return with_context(network, self.context_sections)
 
 
 def write_weights(record: WeightsRecord, path: str | os.PathLike) -> Path:
@@ -290,6 +315,7 @@ def record_from_meta(
         voxel_size=meta.pop("voxel_size", None),
         normalization=meta.pop("normalization", None),
         provenance=provenance,
+        context_sections=int(meta.pop("context_sections", 0) or 0),
         extra=_plain(meta),
         version=version,
     )
@@ -304,6 +330,22 @@ def _from_v1(payload: Mapping[str, Any], path: Path) -> WeightsRecord:
         path=path,
         version=1,
     )
+
+
+def _first_conv_channels(
+    state: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor]
+) -> tuple[int | None, int | None]:
+    """Input channels of the first convolution weight of ``state`` and of the same weight in ``other`` (``(None,
+    None)`` when ``other`` has no such weight with the same output channels and kernel)."""
+    for name, tensor in state.items():
+        if name.endswith("weight") and tensor.ndim >= 3:
+            theirs = other.get(name)
+            if theirs is None or theirs.ndim != tensor.ndim:
+                return None, None
+            if theirs.shape[0] != tensor.shape[0] or theirs.shape[2:] != tensor.shape[2:]:
+                return None, None
+            return int(tensor.shape[1]), int(theirs.shape[1])
+    return None, None
 
 
 def _check_state(state: Any, path: Path | None, what: str) -> dict[str, torch.Tensor]:

@@ -55,7 +55,7 @@ def check_source_model(spec: AdaptSpec) -> None:
     run_network = (
         copy.deepcopy(spec.network)
         if spec.network is not None
-        else get_network(recipe.network, recipe.spatial_dims, **recipe.network_kwargs)
+        else get_network(recipe.network, recipe.spatial_dims, **_network_kwargs(recipe))
     )
     record.load_into(run_network, path)  # other channels or kwargs: a WeightsError naming the file
 
@@ -78,8 +78,13 @@ def _build_network(path: Path, spec: AdaptSpec) -> Any:
     if record.network is not None and record.spatial_dims is not None:
         return record.build_network(path)
     recipe = spec.recipe
-    net = get_network(recipe.network, recipe.spatial_dims, **recipe.network_kwargs)
+    net = get_network(recipe.network, recipe.spatial_dims, **_network_kwargs(recipe))
     return record.load_into(net, path).eval()
+
+
+def _network_kwargs(recipe: Any) -> dict[str, Any]:
+    """The recipe's network keyword arguments with its input channels (``1 + 2 * context_sections``)."""
+    return {"in_channels": 1 + 2 * recipe.context_sections, **recipe.network_kwargs}
 
 
 def source_fraction(spec: AdaptSpec) -> float | None:
@@ -104,7 +109,7 @@ def score_source_only(spec: AdaptSpec) -> dict[str, Any]:
     record = read_weights(path)
     network = load_network(path, spec)
     target = on_model_grid(spec.target_image, record.voxel_size, spec)
-    sample = TargetSample.draw(target, recipe.crop, recipe.score_crop_size, recipe.score_crops)
+    sample = TargetSample.draw(target, recipe.crop, recipe.score_crop_size, recipe.score_crops, recipe.context_sections)
     result = score_network(
         network, None, crop_size=sample.crop_size, n_crops=sample.n_crops, seed=SCORE_SEED,
         block_size=strategy_block(spec), source_fraction=source_fraction(spec), device=spec.device,

@@ -46,7 +46,8 @@ def strong_augment(x: torch.Tensor, params: StrongAugment, generator: torch.Gene
     """Per-image random contrast, brightness, gamma, blur and noise on z-scored images.
 
     Args:
-        x: (B, 1, H, W) or (B, 1, D, H, W) float images (z-scored).
+        x: (B, C, H, W) or (B, C, D, H, W) float images (z-scored; C > 1: a 2.5D crop, every channel augmented
+            with the image's draws).
         params: augmentation strengths.
         generator: seeded generator; random values are drawn on its device and moved to ``x.device``.
 
@@ -54,7 +55,7 @@ def strong_augment(x: torch.Tensor, params: StrongAugment, generator: torch.Gene
         augmented tensor of the same shape (a new tensor; ``x`` is not modified).
     """
     if x.ndim not in (4, 5):
-        raise ValueError(f"x must be (B, 1, H, W) or (B, 1, D, H, W), got shape {tuple(x.shape)}")
+        raise ValueError(f"x must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(x.shape)}")
     b, dev = x.shape[0], x.device
     view = (b,) + (1,) * (x.ndim - 1)
     dims = tuple(range(1, x.ndim))

@@ -301,12 +301,22 @@ def measure_object_sizes(
         sections: sections per domain (2D).
         window: largest in-plane extent read, px.
     """
+    from mtbio.networks.context import context_of
     from mtbio.uda.evaluate import predict_in_memory
 
     roi = tuple(int(r) for r in roi_size)
     d_src, n_src = label_diameter(source_label, roi_size=roi, sections=sections, window=window)
-    image = _sample(target_image, len(roi), roi, sections, window).astype(np.float32)
-    prob = predict_in_memory(network, image, roi_size=roi, device=device)
+    k = context_of(network)
+    if k and len(roi) == 2:  # a 2.5D network: each sampled section predicted with its true neighbours
+        prob = np.stack(
+            [
+                predict_in_memory(network, sub.astype(np.float32), roi_size=roi, device=device)[k]
+                for sub in _context_sample(target_image, k, sections, window)
+            ]
+        )
+    else:
+        image = _sample(target_image, len(roi), roi, sections, window).astype(np.float32)
+        prob = predict_in_memory(network, image, roi_size=roi, device=device)
     d_tgt, n_tgt = object_diameter(prob >= 0.5)
     return ObjectSizes(d_src, d_tgt, n_src, n_tgt)
 
@@ -332,6 +342,17 @@ def _sample(volume: Any, dims: int, roi: tuple[int, ...], sections: int, window:
     depth = min(shape[0], 2 * roi[0])
     z0 = (shape[0] - depth) // 2
     return np.asarray(volume[(slice(z0, z0 + depth), *plane)])
+
+
+def _context_sample(volume: Any, k: int, sections: int, window: int) -> list[np.ndarray]:
+    """The 2D sample of :func:`_sample`, each section as a ``(1 + 2k, Y', X')`` stack of it and its neighbours
+    (replicated at the ends, :mod:`mtbio.data.context`): its middle section is the sampled one."""
+    from mtbio.data.context import context_indices
+
+    shape = tuple(int(s) for s in volume.shape)
+    plane = tuple(slice((s - min(s, window)) // 2, (s - min(s, window)) // 2 + min(s, window)) for s in shape[1:])
+    zs = sorted({int(round(z)) for z in np.linspace(0, shape[0] - 1, min(shape[0], max(1, sections)))})
+    return [np.stack([np.asarray(volume[(int(c), *plane)]) for c in context_indices(z, k, shape[0])]) for z in zs]
 
 
 def _px(voxels: Sequence[int]) -> str:

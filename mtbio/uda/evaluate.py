@@ -9,9 +9,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from mtbio.data.context import context_indices
 from mtbio.data.normalize import image_stats, zscore
 from mtbio.inference.settings import TTA, InferenceSettings, as_tta, check_tta_window
 from mtbio.inference.tta import with_tta
+from mtbio.networks.context import context_of
 
 #: the window options' defaults are the inference settings' (one place)
 _DEFAULTS = InferenceSettings()
@@ -40,8 +42,12 @@ def predict_in_memory(
     3D one (D, H, W)) with training's statistics (:func:`~mtbio.data.normalize.image_stats`), as
     :class:`~mtbio.data.sampling.CropSampler` does.
 
+    A 2D network marked with ``k`` context sections (:func:`mtbio.networks.context.context_of`, from its weights
+    record) sees each section with its ``k`` neighbours on each side as channels, replicated at the volume's ends and
+    each z-scored with its own section's statistics (:mod:`mtbio.data.context`).
+
     Args:
-        net: (B, 1, *spatial) -> (B, 2, *spatial) logits.
+        net: (B, 1 + 2k, *spatial) -> (B, 2, *spatial) logits (``k = 0``: one channel).
         volume: array-like (Z, Y, X) (numpy array or lazy ``Volume``).
         roi_size: sliding-window size, 2D or 3D.
         batch_size: windows per forward pass.
@@ -71,6 +77,9 @@ def predict_in_memory(
     check_tta_window(mode, roi)
     run_net = with_tta(net, mode, "softmax")
     dims = len(roi)
+    k = context_of(net)
+    if k and dims != 2:
+        raise ValueError(f"the network takes {k} context sections on each side (a 2D network); roi_size {roi} is 3D")
     mean, std = image_stats(volume, dims)
     device = torch.device(device)
     was_training = net.training
@@ -84,10 +93,13 @@ def predict_in_memory(
             else [(0, volume.shape[0])]
         )
         for z0, z1 in chunks:
-            arr = np.asarray(volume[z0:z1], dtype=np.float32)
-            if dims == 2:
+            if dims == 2 and k:
+                x = torch.from_numpy(_context_sections(volume, z0, z1, k, mean, std))
+            elif dims == 2:
+                arr = np.asarray(volume[z0:z1], dtype=np.float32)
                 x = torch.from_numpy(zscore(arr, mean[z0:z1, None, None], std[z0:z1, None, None]))[:, None]
             else:
+                arr = np.asarray(volume[z0:z1], dtype=np.float32)
                 x = torch.from_numpy(zscore(arr, mean[0], std[0]))[None, None]
             with torch.autocast(device_type=device.type, enabled=use_amp):
                 logits = sliding_window_inference(
@@ -98,6 +110,16 @@ def predict_in_memory(
     finally:
         net.train(was_training)
     return out
+
+
+def _context_sections(volume: Any, z0: int, z1: int, k: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Sections ``z0 .. z1 - 1`` with ``k`` neighbours on each side as channels, z-scored per section:
+    ``(S, 1 + 2k, Y, X)``."""
+    idx = context_indices(np.arange(z0, z1), k, int(volume.shape[0]))
+    lo, hi = int(idx.min()), int(idx.max()) + 1
+    arr = np.asarray(volume[lo:hi], dtype=np.float32)
+    arr = zscore(arr, mean[lo:hi, None, None], std[lo:hi, None, None])
+    return np.ascontiguousarray(arr[idx - lo])
 
 
 def evaluate_network(net: nn.Module, image: Any, label: Any, *, roi_size: Sequence[int], **kwargs: Any) -> dict:

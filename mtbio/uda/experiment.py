@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtbio.data.context import context_channels
 from mtbio.data.sampling import SOURCE_STREAM, TARGET_STREAM, CropSampler
 from mtbio.networks import get_network
+from mtbio.networks.context import with_context
 from mtbio.networks.weights import read_weights, record_from_meta, write_weights
 from mtbio.uda.config import UDAConfig
 from mtbio.uda.strategy import strategy_spec
@@ -40,6 +42,7 @@ def build_trainer(
     source_accept: Callable[[np.ndarray], bool] | None = None,
     distributed: bool = False,
     init_state: Mapping[str, torch.Tensor] | None = None,
+    context_sections: int = 0,
 ) -> UDATrainer:
     """A :class:`UDATrainer` with crop samplers over (Z, Y, X) volumes (or lists of volumes).
 
@@ -52,7 +55,9 @@ def build_trainer(
     bundle's ``network_def``), which is deep-copied and re-initialised from ``seed`` (:func:`seeded_copy`).
     ``distributed`` is passed to :class:`UDATrainer` (multi-process data parallel training). ``init_state`` (a
     ``state_dict``, e.g. of a source-pretrained network) is loaded into the network before the teacher is made
-    from it, so student and teacher both start from it.
+    from it, so student and teacher both start from it. ``context_sections`` (``k``, 2D crops only) gives the crops
+    ``k`` adjacent sections on each side as further channels and a named network ``1 + 2k`` input channels; the
+    network is marked with it (:func:`mtbio.networks.context.with_context`).
     """
     spec = strategy_spec(config.strategy)
     spatial_dims = len(tuple(crop_size))
@@ -69,6 +74,7 @@ def build_trainer(
             stream=SOURCE_STREAM,
             in_memory=in_memory,
             accept=source_accept,
+            context_sections=context_sections,
         )
     if spec.uses_target:
         if target_image is None:
@@ -83,12 +89,15 @@ def build_trainer(
             seed=seed,
             stream=TARGET_STREAM,
             in_memory=in_memory,
+            context_sections=context_sections,
         )
     if isinstance(network, torch.nn.Module):
         net = seeded_copy(network, seed)
     else:
         torch.manual_seed(seed)
-        net = get_network(network, spatial_dims, **dict(network_kwargs or {}))
+        kwargs = {"in_channels": context_channels(context_sections), **dict(network_kwargs or {})}
+        net = get_network(network, spatial_dims, **kwargs)
+    with_context(net, context_sections)
     if init_state is not None:
         net.load_state_dict(init_state)
     return UDATrainer(

@@ -176,7 +176,7 @@ class TargetSample:
 
     Attributes:
         crop_size: the score crop (``(H, W)`` or ``(D, H, W)``).
-        crops: float32 ``(N, 1, *crop_size)`` z-scored crops.
+        crops: float32 ``(N, 1 + 2k, *crop_size)`` z-scored crops (``k``: the network's context sections).
         neighbours: the crops' windows on the adjacent sections (2D), or ``None``.
         n_crops: ``N``.
     """
@@ -187,9 +187,11 @@ class TargetSample:
     n_crops: int
 
     @classmethod
-    def draw(cls, target: Any, train_crop: Sequence[int], size: int, n_crops: int) -> TargetSample:
+    def draw(
+        cls, target: Any, train_crop: Sequence[int], size: int, n_crops: int, context_sections: int = 0
+    ) -> TargetSample:
         """Draw the sample of ``target`` ((Z, Y, X)) for a network trained on ``train_crop``
-        (:func:`score_crop_size` with ``size``).
+        (:func:`score_crop_size` with ``size``) with ``context_sections`` adjacent sections on each side as channels.
 
         Raises:
             ValueError: a constant (signal-free) target, naming the setting that turns scoring off.
@@ -197,7 +199,9 @@ class TargetSample:
         """
         crop = score_crop_size(train_crop, size, target.shape)
         try:
-            crops, neighbours = sample_crops(target, crop, int(n_crops), SCORE_SEED, adjacent=True)
+            crops, neighbours = sample_crops(
+                target, crop, int(n_crops), SCORE_SEED, adjacent=True, context_sections=context_sections
+            )
         except ValueError as err:
             raise ValueError(f"label-free scoring of the target: {err} (score_crops=0 turns scoring off)") from err
         return cls(crop, crops, neighbours, int(n_crops))

@@ -39,6 +39,9 @@ class Recipe:
             collapse guard. Needs a target image.
         score_crop_size: in-plane size of the score crops of a 2D network (a multiple of 32 for unet); a 3D
             network is scored on crops of its training crop size (D, H, W). Crops are clipped to the target.
+        context_sections: 2.5D input of a 2D network: k adjacent sections on each side as further input channels
+            (1 + 2k; the ends of a volume replicated); recorded in the weights, which every prediction reads it
+            from. 0 = the section alone. 2D crops only.
     """
 
     network: str = "unet"
@@ -53,6 +56,7 @@ class Recipe:
     log_interval: int = 50
     score_crops: int = 16
     score_crop_size: int = 256
+    context_sections: int = 0
 
     #: earlier flag spellings kept working (field -> extra option strings)
     CLI_ALIASES: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -86,6 +90,15 @@ class Recipe:
             raise ValueError(f"score_crops must be >= 0 (0 = no scoring), got {self.score_crops}")
         if self.score_crop_size < 1:
             raise ValueError(f"score_crop_size must be >= 1, got {self.score_crop_size}")
+        if isinstance(self.context_sections, bool) or not isinstance(self.context_sections, int):
+            raise ValueError(f"context_sections must be an int >= 0, got {self.context_sections!r}")
+        if self.context_sections < 0:
+            raise ValueError(f"context_sections must be >= 0 (0 = the section alone), got {self.context_sections}")
+        if self.context_sections and len(crop) != 2:
+            raise ValueError(
+                f"context_sections {self.context_sections} (adjacent sections as input channels) is for 2D networks; "
+                f"the crop {tuple(crop)} is 3D"
+            )
         self.network_kwargs = dict(self.network_kwargs or {})
 
     @property

@@ -457,6 +457,7 @@ class _Stage:
             in_memory=spec.in_memory,
             distributed=spec.distributed,
             init_state=init_state,
+            context_sections=recipe.context_sections,
         )
         meta = self.meta(grid, parent, fraction, pretrained)
         if rank == 0:
@@ -590,6 +591,7 @@ class _Stage:
             "pretrained": pretrained,
             "recipe": recipe.to_dict(),
             "source_foreground_fraction": fraction,
+            "context_sections": recipe.context_sections,
         }
         if named:
             meta["network_kwargs"] = dict(recipe.network_kwargs)
@@ -615,7 +617,9 @@ def _score_sample(spec: RunSpec, grid: Any, voxel_sizes: tuple[Any, Any]) -> Any
         )  # fmt: skip
         target = swapped.source_image
     try:
-        return TargetSample.draw(target, recipe.crop, recipe.score_crop_size, recipe.score_crops)
+        return TargetSample.draw(
+            target, recipe.crop, recipe.score_crop_size, recipe.score_crops, recipe.context_sections
+        )
     except TargetTooSmall as err:  # e.g. an anisotropic 3D source grid leaves a few target sections
         logging.getLogger(spec.logger).warning(f"no label-free scoring of the checkpoints: {err}")
         return None
@@ -687,6 +691,7 @@ def _cached_pretrain(path: Path, recipe: Recipe, seed: int) -> Path | None:
         return None
     same = record.iteration == recipe.pretrain_iterations and record.strategy == Strategy.SOURCE_ONLY.value
     same = same and record.seed == seed and record.crop == list(recipe.crop)
+    same = same and record.context_sections == recipe.context_sections
     return path if same else None
 
 

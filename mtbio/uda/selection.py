@@ -50,6 +50,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from mtbio.data.context import check_context, context_indices
 from mtbio.masking import complementary_masks
 
 __all__ = ["COLLAPSE_FACTOR", "TargetScore", "is_collapsed", "sample_crops", "score_network"]
@@ -106,19 +107,29 @@ def is_collapsed(foreground_fraction: float, source_fraction: float | None) -> l
 
 
 def sample_crops(
-    volume: Any, crop_size: Sequence[int], n_crops: int, seed: int = 0, *, adjacent: bool = False
+    volume: Any,
+    crop_size: Sequence[int],
+    n_crops: int,
+    seed: int = 0,
+    *,
+    adjacent: bool = False,
+    context_sections: int = 0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A fixed, seeded sample of z-scored crops of a (Z, Y, X) target volume.
 
     2D ``crop_size`` (H, W): crops of single sections, each z-scored with its whole section's mean and std (mtbio's
     training rule); with ``adjacent`` the same window on the next section too (or the previous one at the end).
     3D ``crop_size`` (D, H, W): patches z-scored with the statistics of the patches drawn (an estimate of the volume's).
+    ``context_sections`` (``k``, 2D only: the input of a 2.5D network, :mod:`mtbio.data.context`): every crop, and
+    every adjacent crop, holds its section and ``k`` sections on each side as channels, each z-scored with its own
+    section's statistics (the same draws as ``k = 0``).
 
     Returns:
-        ``(crops, neighbours)``: float32 (N, 1, *crop) and the adjacent crops (N, 1, H, W) or ``None``.
+        ``(crops, neighbours)``: float32 (N, 1 + 2k, *crop) and the adjacent crops (N, 1 + 2k, H, W) or ``None``.
 
     Raises:
-        ValueError: a crop larger than the volume, a constant (signal-free) volume, or bad arguments.
+        ValueError: a crop larger than the volume, a constant (signal-free) volume, ``context_sections`` with a 3D
+            crop, or bad arguments.
     """
     crop = tuple(int(c) for c in crop_size)
     shape = tuple(int(s) for s in volume.shape)
@@ -129,9 +140,15 @@ def sample_crops(
     spatial = shape[1:] if len(crop) == 2 else shape
     if any(c > s for c, s in zip(crop, spatial)):
         raise ValueError(f"target of shape {shape} is smaller than the score crop {crop}; pass a smaller crop size")
+    k = check_context(context_sections)
+    if k and len(crop) != 2:
+        raise ValueError(f"context_sections {k} (adjacent sections as channels) needs a 2D crop, got {crop}")
     rng = np.random.default_rng([int(seed), SCORE_STREAM])
-    out = np.empty((n_crops, 1, *crop), dtype=np.float32)
-    nbr = np.empty((n_crops, 1, *crop), dtype=np.float32) if adjacent and len(crop) == 2 and shape[0] > 1 else None
+    channels = 1 + 2 * k
+    out = np.empty((n_crops, channels, *crop), dtype=np.float32)
+    nbr = (
+        np.empty((n_crops, channels, *crop), dtype=np.float32) if adjacent and len(crop) == 2 and shape[0] > 1 else None
+    )
     stats: dict[int, tuple[float, float]] = {}
 
     def section_stats(z: int) -> tuple[float, float]:
@@ -145,12 +162,14 @@ def sample_crops(
             z = int(rng.integers(shape[0]))
             y, x = (int(rng.integers(s - c + 1)) for s, c in zip(shape[1:], crop))
             window = (slice(y, y + crop[0]), slice(x, x + crop[1]))
-            mean, std = section_stats(z)
-            out[i, 0] = (np.asarray(volume[(z, *window)], dtype=np.float32) - mean) / max(std, 1e-6)
+            for c, zc in enumerate(context_indices(z, k, shape[0])):
+                mean, std = section_stats(int(zc))
+                out[i, c] = (np.asarray(volume[(int(zc), *window)], dtype=np.float32) - mean) / max(std, 1e-6)
             if nbr is not None:
                 z2 = z + 1 if z + 1 < shape[0] else z - 1
-                mean2, std2 = section_stats(z2)
-                nbr[i, 0] = (np.asarray(volume[(z2, *window)], dtype=np.float32) - mean2) / max(std2, 1e-6)
+                for c, zc in enumerate(context_indices(z2, k, shape[0])):
+                    mean2, std2 = section_stats(int(zc))
+                    nbr[i, c] = (np.asarray(volume[(int(zc), *window)], dtype=np.float32) - mean2) / max(std2, 1e-6)
         else:
             origin = [int(rng.integers(s - c + 1)) for s, c in zip(shape, crop)]
             out[i, 0] = np.asarray(volume[tuple(slice(o, o + c) for o, c in zip(origin, crop))], dtype=np.float32)
@@ -187,7 +206,9 @@ def score_network(
     """Score ``network`` on the unlabelled ``target`` (see the module docstring).
 
     Args:
-        network: ``(B, 1, *spatial) -> (B, 2, *spatial)`` logits; run in eval mode (restored afterwards).
+        network: ``(B, 1 + 2k, *spatial) -> (B, 2, *spatial)`` logits, ``k`` the context sections it is marked with
+            (:func:`mtbio.networks.context.context_of`, 0 for a one-channel network); run in eval mode (restored
+            afterwards).
         target: (Z, Y, X) volume (numpy array or lazy ``Volume``).
         crop_size: (H, W) for 2D networks, (D, H, W) for 3D; the size of the scored crops.
         n_crops: crops in the fixed sample (the cost is about ``6 * n_crops`` crop forward passes for 2D).
@@ -196,29 +217,34 @@ def score_network(
         source_fraction: the source's labelled foreground fraction (for the collapse and plausibility checks).
         batch_size: crops per forward pass.
         device: where the network runs.
-        sample: the crop sample already drawn, ``sample_crops(target, crop_size, n_crops, seed, adjacent=True)``
-            (scoring many checkpoints reads the target once); ``target`` is not read then and may be ``None``.
+        sample: the crop sample already drawn, ``sample_crops(target, crop_size, n_crops, seed, adjacent=True,
+            context_sections=k)`` (scoring many checkpoints reads the target once); ``target`` is not read then and
+            may be ``None``.
 
     Returns:
         the :class:`TargetScore`.
 
     Raises:
-        ValueError: ``sample`` does not hold ``n_crops`` crops of ``crop_size``.
+        ValueError: ``sample`` does not hold ``n_crops`` crops of ``crop_size`` with the network's input channels.
     """
+    from mtbio.networks.context import context_of
+
     dims = len(tuple(crop_size))
+    k = context_of(network)
     if sample is None:
-        crops, neighbours = sample_crops(target, crop_size, n_crops, seed, adjacent=True)
+        crops, neighbours = sample_crops(target, crop_size, n_crops, seed, adjacent=True, context_sections=k)
     else:
         crops, neighbours = sample
-        if tuple(crops.shape) != (int(n_crops), 1, *(int(c) for c in crop_size)):
+        if tuple(crops.shape) != (int(n_crops), 1 + 2 * k, *(int(c) for c in crop_size)):
             raise ValueError(
-                f"the crop sample has shape {tuple(crops.shape)}, not {n_crops} crops of {tuple(crop_size)}"
+                f"the crop sample has shape {tuple(crops.shape)}, not {n_crops} crops of {tuple(crop_size)} with "
+                f"{1 + 2 * k} channel(s) (the network's context_sections {k})"
             )
     device = torch.device(device)
     was_training = network.training
     network.eval()
     gen = torch.Generator().manual_seed(int(seed))
-    masks, _ = complementary_masks(crops.shape, block_size, 0.5, gen)
+    masks, _ = complementary_masks((crops.shape[0], 1, *crops.shape[2:]), block_size, 0.5, gen)  # all channels alike
 
     def fg(x: torch.Tensor) -> torch.Tensor:
         parts = [torch.softmax(network(x[i : i + batch_size].to(device)).float(), dim=1)[:, 1:2].cpu()

@@ -26,6 +26,8 @@ from tests.inference._nets import conv_net
 torch.set_num_threads(2)
 
 FIELDS = [f.name for f in dataclasses.fields(InferenceSettings)]
+#: fields with a command-line flag (``context_sections`` has none: the weights record decides)
+CLI_FIELDS = [f.name for f in dataclasses.fields(InferenceSettings) if f.metadata.get("cli", True)]
 
 
 def _predict_parser() -> argparse.ArgumentParser:
@@ -70,8 +72,11 @@ NON_DEFAULT = {
 def test_every_settings_field_is_reachable_from_the_cli() -> None:
     from mtbio.cli.predict import settings_from_args
 
-    assert sorted(NON_DEFAULT) == sorted(FIELDS)  # a new field needs a line here (and gets its flag for free)
+    assert sorted(NON_DEFAULT) == sorted(CLI_FIELDS)  # a new field needs a line here (and gets its flag for free)
+    assert sorted(set(FIELDS) - set(CLI_FIELDS)) == ["context_sections"]
     parser = _predict_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["predict", "in.zarr", "out.zarr", "--network", "n", "--context-sections", "1"])
     for name, (flags, expected) in NON_DEFAULT.items():
         args = parser.parse_args(["predict", "in.zarr", "out.zarr", "--network", "n", *flags])
         got = getattr(settings_from_args(args), name)

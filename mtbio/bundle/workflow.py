@@ -32,7 +32,7 @@ from mtbio.bundle.data import DomainPair, open_spec
 from mtbio.inference.settings import UNSET
 from mtbio.uda.interrupt import TrainingInterrupted
 
-__all__ = ["adapt", "evaluate", "predict", "train"]
+__all__ = ["adapt", "evaluate", "network_for_context", "predict", "train"]
 
 LOGGER = "mtbio.bundle"
 
@@ -73,6 +73,8 @@ def train(
     in_memory: bool = True,
     pretrain_iterations: int | None = None,
     resample: bool = True,
+    score_crops: int | None = None,
+    score_crop_size: int | None = None,
     context_sections: int | None = None,
 ) -> dict[str, Path]:
     """Train ``network`` once per strategy (same seed, initial weights and source crops), resumably.
@@ -90,8 +92,9 @@ def train(
     every strategy starts from its EMA weights (student and teacher) instead of a random initialisation.
 
     Args:
-        network: the bundle's ``network_def``, (B, 1, *crop) -> (B, 2, *crop) logits; copied and re-initialised
-            from ``seed`` for every strategy.
+        network: the bundle's ``network_def``, (B, 1 + 2k, *crop) -> (B, 2, *crop) logits (``k``:
+            ``context_sections``); copied and re-initialised from ``seed`` for every strategy (see
+            :func:`network_for_context`).
         data: the volumes (:class:`~mtbio.bundle.data.DomainPair`).
         strategies: e.g. ``["oracle", "source_only", "masktwins"]`` (:class:`mtbio.uda.strategy.Strategy`).
         uda: keyword arguments of :class:`mtbio.uda.config.UDAConfig` (tau, lambda_pl, lambda_cm, mask_ratio,
@@ -118,12 +121,21 @@ def train(
         resample: resample the source to the target's voxel size when they differ by more than 10 % on the
             network's axes (:meth:`~mtbio.bundle.data.DomainPair.on_training_grid`); the weights record that
             voxel size and the normalisation.
-        context_sections: 2.5D input (``Recipe.context_sections``, ``None``: the Recipe's); ``network`` must take
-            ``1 + 2k`` input channels (``network_def#in_channels``). The weights record it, so the bundle's
-            predict / evaluate feed the neighbour sections without a setting.
+        score_crops, score_crop_size: the collapse guard's label-free score sample of every checkpoint
+            (``Recipe.score_crops`` / ``Recipe.score_crop_size``, ``None``: the Recipe's; ``score_crops=0``: no
+            scoring, no guard).
+        context_sections: 2.5D input (``Recipe.context_sections``, ``None``: the Recipe's): ``k`` adjacent sections
+            on each side as ``1 + 2k`` input channels (2D crops only). A one-channel
+            :func:`mtbio.networks.get_network` ``network_def`` (the bundles') is built with ``1 + 2k`` input channels
+            (:func:`network_for_context`). The weights record ``k``, so the bundle's predict / evaluate feed the
+            neighbour sections without a setting.
 
     Returns:
         strategy -> final weights file (only the strategies that finished).
+
+    Raises:
+        ValueError: a setting the Recipe refuses (e.g. ``context_sections`` with a 3D crop), or a network whose input
+            channels conflict with ``context_sections``.
     """
     from mtbio.uda.recipe import Recipe
     from mtbio.uda.run import RunSpec, run_training
@@ -136,6 +148,8 @@ def train(
         seed=seed,
         log_interval=log_interval,
         pretrain_iterations=pretrain_iterations,
+        score_crops=score_crops,
+        score_crop_size=score_crop_size,
         context_sections=context_sections,
     )
     recipe = Recipe(
@@ -145,6 +159,7 @@ def train(
         checkpoint_interval=checkpoint_interval,
         **{k: v for k, v in given.items() if v is not None},  # None: the Recipe's value
     )
+    network = network_for_context(network, recipe.context_sections)
     output_dir, models_dir = Path(output_dir), Path(models_dir)
     vs = dict(data.voxel_size or {})
     finished: dict[str, Path] = {}
@@ -196,6 +211,25 @@ def train(
     return finished
 
 
+def network_for_context(network: torch.nn.Module, context_sections: int) -> torch.nn.Module:
+    """The bundle's ``network_def`` taking the ``1 + 2k`` input channels of ``context_sections = k``.
+
+    A bundle's ``network_def`` stays a plain :func:`mtbio.networks.get_network` call (what ``mtbio predict --bundle``
+    builds without ``--trust-bundle``), so its ``in_channels`` cannot follow ``context_sections`` by an expression:
+    a one-channel ``get_network`` network is built again with ``1 + 2k`` input channels (same name and arguments);
+    a network that already takes ``1 + 2k`` is used as it is.
+
+    Raises:
+        ValueError: any other input channels (``network_def#in_channels`` conflicting with ``context_sections``,
+            or a network not built by ``get_network`` that takes one channel).
+    """
+    from mtbio.data.context import context_channels
+    from mtbio.networks import with_input_channels
+
+    k = int(context_sections)
+    return with_input_channels(network, context_channels(k), f"context_sections {k}")
+
+
 def _as_volume(image: Any, what: str) -> Any:
     if image is None:
         raise ValueError(f"no {what}: set the bundle's data (or pass a PATH[:KEY] override)")
@@ -223,7 +257,8 @@ def predict(
     streaming :func:`mtbio.inference.predict_volume`, into ``predictions_dir/<strategy>.zarr``.
 
     Args:
-        network: the bundle's ``network_def`` (weights are loaded into a copy).
+        network: the bundle's ``network_def`` (weights are loaded into a copy; weights of a 2.5D network, which
+            record ``context_sections = k``, into a ``1 + 2k``-channel build of it: :func:`network_for_context`).
         models_dir: folder of the weights written by :func:`train`.
         strategies: which weights; ``["model"]`` predicts with ``model.pt``.
         image: a ``(Z, Y, X)`` volume or a ``PATH[:KEY]`` string.
@@ -245,6 +280,7 @@ def predict(
     from mtbio.inference.model_io import load_state
     from mtbio.inference.resampled import predict_at_model_voxel_size, weights_settings
     from mtbio.inference.settings import TOOL_DEFAULTS, InferenceSettings
+    from mtbio.networks.weights import read_weights
 
     run = InferenceSettings.merged(
         TOOL_DEFAULTS if settings is None else settings,
@@ -261,7 +297,9 @@ def predict(
     out: dict[str, Path] = {}
     for strategy in strategies:
         weights = Path(models_dir) / f"{strategy}.pt"
-        net = load_state(copy.deepcopy(network), weights)
+        record = read_weights(weights)
+        built = network_for_context(network, record.context_sections) if record.version > 0 else network
+        net = load_state(copy.deepcopy(built), weights)
         store = Path(predictions_dir) / f"{strategy}.zarr"
         model_voxel, model_norm = weights_settings(weights)
         result = predict_at_model_voxel_size(
@@ -351,7 +389,7 @@ def adapt(
     (``prediction.zarr``, ``selected.json``, ``report.md``, ``figures/``, the runs). Running it again resumes.
 
     Args:
-        network: the bundle's ``network_def`` (copied and re-initialised from ``seed``).
+        network: the bundle's ``network_def`` (copied and re-initialised from ``seed``; :func:`network_for_context`).
         data: the volumes (:class:`~mtbio.bundle.data.DomainPair`): the labelled source and the target.
         uda: keyword arguments of :class:`mtbio.uda.config.UDAConfig` (as for :func:`train`).
         iterations, crop_size, batch_size, lr, seed, checkpoint_interval, log_interval, pretrain_iterations,
@@ -368,6 +406,9 @@ def adapt(
             of :data:`~mtbio.inference.settings.TOOL_DEFAULTS`.
         figure_sections: target sections shown in the report.
         context_sections: 2.5D input, as for :func:`train`.
+
+    Raises:
+        ValueError: as for :func:`train`; ``score_crops`` 0 (adapt chooses by the label-free score).
 
     Returns:
         the ``selected.json`` content (empty when ``stop_after`` ended the training early).
@@ -387,6 +428,7 @@ def adapt(
         checkpoint_interval=checkpoint_interval,
         **{k: v for k, v in given.items() if v is not None},  # None: the Recipe's value
     )
+    network = network_for_context(network, recipe.context_sections)
     settings = InferenceSettings.merged(TOOL_DEFAULTS, roi_size=roi_size, overlap=overlap, normalize=normalize, tta=tta)
     vs = dict(data.voxel_size or {})
     own = image is None or image is data.target_image  # the pair's target: its voxel size and description

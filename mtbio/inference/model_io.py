@@ -111,7 +111,9 @@ def load_bundle_network(
     Without ``trust`` only a declarative ``network_def`` is built (:mod:`mtbio.bundle.trust`: network classes of
     mtbio / MONAI / torch, plain values, ``@`` references; nothing else of the config is evaluated), which covers
     the bundles shipped with mtbio and copies of them. ``trust=True`` parses the whole config as MONAI does
-    (``$`` expressions, any ``_target_``), with ``bundle_root`` set to the folder.
+    (``$`` expressions, any ``_target_``), with ``bundle_root`` set to the folder. Weights of a 2.5D network
+    (``context_sections = k`` in the record) go into a ``1 + 2k``-channel build of a one-channel
+    :func:`mtbio.networks.get_network` ``network_def`` (:func:`mtbio.networks.with_input_channels`).
 
     Args:
         bundle: folder with ``configs/train.yaml`` and / or ``configs/inference.yaml`` (or ``.json``) defining
@@ -132,6 +134,14 @@ def load_bundle_network(
     if not isinstance(network, torch.nn.Module):
         raise ValueError(f"{root}: 'network_def' is a {type(network).__name__}, not a torch module")
     weights = Path(checkpoint) if checkpoint is not None else root / BUNDLE_WEIGHTS
+    if weights.is_file():  # a 2.5D network's weights (context_sections k): a one-channel get_network gets 1 + 2k
+        from mtbio.networks import with_input_channels
+        from mtbio.networks.weights import read_weights
+
+        record = read_weights(weights)
+        if record.version > 0 and record.context_sections:
+            k = record.context_sections
+            network = with_input_channels(network, 1 + 2 * k, f"{weights} (context_sections {k})")
     return load_state(network, weights)
 
 

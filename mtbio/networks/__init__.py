@@ -16,13 +16,17 @@ as ``(1, 2, 2)`` for anisotropic 3D data, ``norm``, ``dropout``).
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch.nn as nn
 
-__all__ = ["NETWORKS", "get_network", "network_constructor"]
+__all__ = ["NETWORKS", "get_network", "network_constructor", "with_input_channels"]
 
 NETWORKS = ("unet", "small_unet", "basic_unet")
+
+#: network -> the :func:`get_network` arguments it was built with (a bundle's ``network_def`` is such a build)
+_BUILT: weakref.WeakKeyDictionary[nn.Module, tuple[str, int, int, int, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
 def get_network(name: str, spatial_dims: int, in_channels: int = 1, out_channels: int = 2, **kwargs: Any) -> nn.Module:
@@ -39,7 +43,39 @@ def get_network(name: str, spatial_dims: int, in_channels: int = 1, out_channels
         the network, in training mode.
     """
     cls, args = network_constructor(name, spatial_dims, in_channels, out_channels, **kwargs)
-    return cls(**args)
+    network = cls(**args)
+    _BUILT[network] = (name, spatial_dims, in_channels, out_channels, dict(kwargs))
+    return network
+
+
+def with_input_channels(network: nn.Module, channels: int, why: str) -> nn.Module:
+    """``network`` taking ``channels`` input channels: itself when its first convolution takes them, a new
+    :func:`get_network` build with ``in_channels=channels`` (same name and arguments, fresh weights) when it is a
+    one-channel :func:`get_network` build (a bundle's plain ``network_def``).
+
+    Args:
+        network: the network to check (its first weight with 3 or more dims is the input convolution).
+        channels: the input channels the data gives, e.g. ``1 + 2k`` for ``context_sections = k``.
+        why: what asks for ``channels``, for the error (``"context_sections 1"``).
+
+    Raises:
+        ValueError: the network takes other input channels and is not a one-channel :func:`get_network` build
+            (e.g. a ``network_def`` whose ``in_channels`` conflicts with ``context_sections``).
+    """
+    from mtbio.networks.context import input_channels
+
+    have = input_channels(network.state_dict())
+    if have is None or have == int(channels):
+        return network
+    built = _BUILT.get(network)
+    if built is not None and built[2] == 1:
+        name, spatial_dims, _, out_channels, kwargs = built
+        return get_network(name, spatial_dims, int(channels), out_channels, **kwargs)
+    raise ValueError(
+        f"the network ({type(network).__name__}) takes {have} input channel(s), {why} gives {channels}: leave "
+        f"network_def's in_channels out (a mtbio.networks.get_network network_def gets {channels}) or set it to "
+        f"{channels}"
+    )
 
 
 def network_constructor(

@@ -257,3 +257,70 @@ def test_the_bundles_tta_is_the_tools_default_and_a_bundle_may_set_its_own(tmp_p
     workflow.initialize()
     workflow.run()
     assert seen["tta"] == "flips_rot90"
+
+
+# --- the Recipe ids of configs/recipe.yaml (score_crops, score_crop_size, context_sections) ---
+
+
+def test_configs_recipe_yaml_is_generated_from_recipe():
+    """configs/recipe.yaml holds one commented id per RECIPE_IDS field, valued from the installed Recipe."""
+    text = (REPO / "configs" / "recipe.yaml").read_text()
+    assert text == sync.recipe_fragment(), SYNC
+    body = sync.fragment_body(text, "recipe.yaml")
+    assert [key for key, _ in sync.entries(body) if key is not None] == list(sync.RECIPE_IDS)
+    for key, lines in sync.entries(body):
+        if key is not None:
+            assert lines[0].startswith("# ") and lines[-1] == f'{key}: "$mtbio.uda.recipe.Recipe.{key}"'
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_recipe_ids_are_overridable_and_reach_training_and_adapt(bundle):
+    """Every bundle's training (and adapt) run id passes score_crops / score_crop_size / context_sections on; the
+    override checker accepts them and names the close match of a typo; the values are Recipe's but em3d's
+    context_sections (0: 2D only)."""
+    from monai.bundle import ConfigParser
+
+    from mtbio.bundle.overrides import check_override_keys
+    from mtbio.uda.recipe import Recipe
+
+    folder = config(bundle, "train.yaml").parent
+    parser = ConfigParser()
+    parser.read_config([str(p) for p in (folder / "train.yaml", folder / "adapt.yaml") if p.is_file()])
+    for run_id in ("training", "adapt") if (folder / "adapt.yaml").is_file() else ("training",):
+        for name in sync.RECIPE_IDS:
+            assert parser.get(f"{run_id}#{name}") == f"@{name}", (run_id, name)
+    for name in sync.RECIPE_IDS:
+        assert parser.get_parsed_content(name) == getattr(Recipe(), name)
+    if bundle == "masktwins_em3d":
+        assert "context_sections" in sync.own_ids(config(bundle, "train.yaml").read_text())
+    check_override_keys(list(sync.RECIPE_IDS), folder)
+    for typo, meant in (("score_crop", "score_crops"), ("context_section", "context_sections")):
+        with pytest.raises(ValueError, match=rf"--{typo} \(did you mean .*--{meant}\b"):
+            check_override_keys([typo], folder)
+
+
+def test_recipe_id_overrides_reach_the_training_workflow(tmp_path, monkeypatch):
+    """`--score_crops 0 --score_crop_size 64 --context_sections 1` on the demo bundle reach the training workflow."""
+    import mtbio.bundle.workflow
+    from tests.bundles._run import run_workflow
+
+    seen: dict = {}
+    monkeypatch.setattr(mtbio.bundle.workflow, "train", lambda **kw: seen.update(kw))
+    root = copy_bundle("masktwins_demo", tmp_path)
+    run_workflow(root, "train", "training", score_crops=0, score_crop_size=64, context_sections=1, num_threads=2)
+    assert (seen["score_crops"], seen["score_crop_size"], seen["context_sections"]) == (0, 64, 1)
+    assert not (root / "models").exists()  # the stand-in trained nothing
+
+
+def test_recipe_id_overrides_reach_the_adapt_workflow(tmp_path, monkeypatch):
+    """`--score_crops 8 --context_sections 1` on the em2d bundle's adapt reach the adapt workflow."""
+    import mtbio.bundle.workflow
+    from tests.bundles._run import SYNTHETIC, run_workflow
+
+    seen: dict = {}
+    monkeypatch.setattr(mtbio.bundle.workflow, "adapt", lambda **kw: seen.update(kw))
+    root = copy_bundle("masktwins_em2d_vnc3_lucchi", tmp_path)
+    data = dict(data=SYNTHETIC, data_seed=0, data_shape=[4, 32, 32], num_threads=2)
+    run_workflow(root, "adapt", "adapt", score_crops=8, context_sections=1, **data)
+    assert (seen["score_crops"], seen["context_sections"]) == (8, 1)
+    assert seen["score_crop_size"] == 256  # not overridden: Recipe's

@@ -186,3 +186,43 @@ def test_em3d_training_on_the_pooled_vnc3_lucchi_pair(shared_data, tmp_path):
     assert list(record.config["block_size"]) == [2, 16, 16]  # 100 x 80 x 80 nm
     resolved = json.loads((tmp_path / "run" / "masktwins" / "config.json").read_text())
     assert "vnc3_to_lucchi_pooled" in json.dumps(resolved) and "thick-section simulation" in json.dumps(resolved)
+
+
+def test_network_for_context_builds_the_bundle_network_with_1_plus_2k_channels():
+    """A one-channel get_network network_def gets 1 + 2k input channels; one that takes them is kept; a conflicting
+    in_channels, or a one-channel network not built by get_network, is refused naming network_def's in_channels."""
+    from mtbio.bundle.workflow import network_for_context
+    from mtbio.networks import get_network
+    from mtbio.networks.context import input_channels
+
+    plain = get_network("small_unet", 2, channels=(4, 8, 16, 32))
+    assert network_for_context(plain, 0) is plain
+    wide = network_for_context(plain, 2)
+    assert input_channels(wide.state_dict()) == 5
+    assert [k for k in wide.state_dict()] == [k for k in plain.state_dict()]  # same network, same arguments
+    given = get_network("small_unet", 2, in_channels=3)
+    assert network_for_context(given, 1) is given
+    with pytest.raises(ValueError, match=r"takes 5 input channel\(s\), context_sections 1 gives 3: .*in_channels"):
+        network_for_context(get_network("small_unet", 2, in_channels=5), 1)
+    with pytest.raises(ValueError, match="context_sections 0 gives 1"):
+        network_for_context(given, 0)
+    with pytest.raises(ValueError, match="context_sections 1 gives 3"):
+        network_for_context(torch.nn.Conv2d(1, 2, 3), 1)
+
+
+def test_a_25d_bundle_training_predicts_and_loads_without_trust(tmp_path, demo):
+    """`--context_sections 1` on the demo bundle (its network_def a plain get_network call): the weights take 3
+    channels and record k = 1; inference and load_bundle_network (no --trust-bundle) build the 3-channel network."""
+    from mtbio.data.store import open_prediction_store
+    from mtbio.inference.model_io import load_bundle_network
+    from mtbio.networks.context import context_of, input_channels
+    from mtbio.networks.weights import read_weights
+
+    kw = tiny("masktwins_demo", None, context_sections=1, score_crops=2, score_crop_size=32, iterations=2)
+    run_workflow(demo, "train", "training", strategies=["masktwins"], **kw)
+    record = read_weights(demo / "models" / "model.pt")
+    assert record.context_sections == 1 and input_channels(record.teacher) == 3
+    stores = run_workflow(demo, "inference", "inference", strategies=["masktwins"], **kw)[0]
+    assert open_prediction_store(stores["masktwins"]).spatial_shape == (8, 64, 64)
+    net = load_bundle_network(demo)
+    assert context_of(net) == 1 and input_channels(net.state_dict()) == 3

@@ -226,3 +226,16 @@ def test_a_25d_bundle_training_predicts_and_loads_without_trust(tmp_path, demo):
     assert open_prediction_store(stores["masktwins"]).spatial_shape == (8, 64, 64)
     net = load_bundle_network(demo)
     assert context_of(net) == 1 and input_channels(net.state_dict()) == 3
+
+
+def test_em3d_refuses_context_sections(tmp_path):
+    """`--context_sections 1` on the 3D bundle stops with the Recipe's "is for 2D networks" before any training."""
+    root = copy_bundle("masktwins_em3d", tmp_path / "copies")
+    with pytest.raises(Exception) as info:  # MONAI wraps the workflow's ValueError when it instantiates `training`
+        run_workflow(root, "train", "training", **tiny("masktwins_em3d", None, context_sections=1))
+    chain, err = [], info.value
+    while err is not None:
+        chain.append(str(err))
+        err = err.__cause__ or err.__context__
+    assert any("context_sections 1" in m and "is for 2D networks" in m for m in chain), chain
+    assert not (root / "runs" / "masktwins").exists() and not (root / "models").exists()

@@ -132,7 +132,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g2.add_argument("--network-2d", default=recipe.network, choices=tuple(MULTIPLE_2D), help="2D network")
     g2.add_argument("--eval-roi-2d", type=int, default=384, help="2D sliding-window size at evaluation")
     p.add_argument("--lr", type=float, default=recipe.lr, help="AdamW learning rate, 3D and 2D")
-    add_config_arguments(p, UDAConfig, title="UDA step (defaults: UDAConfig)", exclude=("strategy", "block_size"))
+    # the blocks are this script's --block-nm / --block-2d-nm, converted on the training grid (UDAConfig's own
+    # block_size / block_nm are not flags here)
+    add_config_arguments(
+        p, UDAConfig, title="UDA step (defaults: UDAConfig)", exclude=("strategy", "block_size", "block_nm")
+    )
     args = p.parse_args(argv)
     args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variant_list if v not in VARIANTS]

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from mtbio.data.context import context_indices
-from mtbio.data.normalize import zscore
 from mtbio.inference import predict_volume
 from mtbio.inference.settings import InferenceSettings
 from mtbio.networks import get_network
 from mtbio.networks.context import context_of, with_context
 from mtbio.networks.weights import WeightsRecord, write_weights
+from tests._context import context_reference
 
 torch.set_num_threads(2)
 
@@ -33,17 +32,7 @@ def _volume(z: int = 5) -> np.ndarray:
 
 
 def _hand(net: torch.nn.Module, vol: np.ndarray, k: int) -> np.ndarray:
-    """Section by section: the (clipped) neighbours z-scored by their own sections as channels, MONAI's window."""
-    from monai.inferers import sliding_window_inference
-
-    stats = [(float(s.mean()), float(s.std())) for s in vol.astype(np.float64)]
-    out = []
-    for z in range(vol.shape[0]):
-        x = np.stack([zscore(vol[c], *stats[c]) for c in context_indices(z, k, vol.shape[0])])[None]
-        with torch.no_grad():
-            logits = sliding_window_inference(torch.from_numpy(x), ROI, 4, net, overlap=0.25, mode="gaussian")
-        out.append(torch.softmax(logits, 1)[0, 1].numpy())
-    return np.stack(out)
+    return context_reference(net, vol, k, ROI)
 
 
 def _predict(net: torch.nn.Module, vol: np.ndarray, out: Path, **kw) -> np.ndarray:

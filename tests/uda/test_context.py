@@ -19,6 +19,7 @@ from mtbio.networks.weights import WeightsError, WeightsRecord, read_weights, wr
 from mtbio.uda.config import UDAConfig
 from mtbio.uda.recipe import Recipe
 from mtbio.uda.run import RunSpec, run_training
+from tests._context import context_reference
 
 torch.set_num_threads(2)
 
@@ -130,27 +131,13 @@ def _tiny_context_net(k: int) -> torch.nn.Module:
     return with_context(net, k).eval()
 
 
-def _reference(net: torch.nn.Module, vol: np.ndarray, k: int, roi: tuple[int, int]) -> np.ndarray:
-    """By hand: each section with its neighbours (clipped indices) as channels, each z-scored by its section."""
-    from monai.inferers import sliding_window_inference
-
-    stats = [(float(s.mean()), float(s.std())) for s in vol.astype(np.float64)]
-    out = []
-    for z in range(vol.shape[0]):
-        x = np.stack([zscore(vol[c], *stats[c]) for c in context_indices(z, k, vol.shape[0])])[None]
-        with torch.no_grad():
-            logits = sliding_window_inference(torch.from_numpy(x), roi, 4, net, overlap=0.25, mode="gaussian")
-        out.append(torch.softmax(logits, 1)[0, 1].numpy())
-    return np.stack(out)
-
-
 def test_predict_in_memory_feeds_the_neighbours():
     from mtbio.uda.evaluate import predict_in_memory
 
     vol = np.random.default_rng(2).normal(100, 10, (5, 24, 20)).astype(np.float32)
     net = _tiny_context_net(1)
     prob = predict_in_memory(net, vol, roi_size=(16, 16), sections_per_batch=2)
-    assert np.allclose(prob, _reference(net, vol, 1, (16, 16)), atol=1e-5)
+    assert np.allclose(prob, context_reference(net, vol, 1, (16, 16)), atol=1e-5)
 
 
 def test_score_network_feeds_context_crops():

@@ -246,11 +246,12 @@ def _checkpoint_seconds(recipe: Any, path: Path) -> float:
 
 def _score_seconds(net: Any, data: SimpleNamespace, recipe: Any, ctx: SimpleNamespace) -> float:
     """Seconds of one label-free scoring with the recipe's score settings (what run_training does per checkpoint)."""
+    from mtbio.uda.guard import score_crop_size
     from mtbio.uda.selection import score_network
 
     n = getattr(recipe, "score_crops", None) or 16
-    size = getattr(recipe, "score_crop_size", None)
-    crop = recipe.crop if size is None else ((size, size) if isinstance(size, int) else tuple(size))
+    # the guard's crop: score_crop_size in-plane, clipped to the target as run_training clips it
+    crop = score_crop_size(recipe.crop, int(recipe.score_crop_size), data.target_image.shape)
     t0 = time.perf_counter()
     score_network(net, data.target_image, crop_size=crop, n_crops=int(n), device=ctx.device)
     return time.perf_counter() - t0

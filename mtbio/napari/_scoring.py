@@ -82,7 +82,7 @@ def score_model(ref: ModelRef, target: Any) -> dict[str, Any]:
     """The label-free score of ``ref``'s model on ``target`` ((Z, Y, X) or (Y, X)), as a dict
     (:meth:`~mtbio.uda.selection.TargetScore.to_dict` plus ``model``); ``{"model", "error"}`` when it cannot be
     scored (a missing model, a constant target ...)."""
-    from mtbio.uda.config import UDAConfig
+    from mtbio.uda.config import DEFAULT_BLOCK_VOXELS
     from mtbio.uda.guard import score_crop_size
     from mtbio.uda.recipe import Recipe
     from mtbio.uda.selection import score_network
@@ -95,7 +95,8 @@ def score_model(ref: ModelRef, target: Any) -> dict[str, Any]:
         recipe = Recipe()
         train_crop = trained or ([recipe.score_crop_size] * 2 if dims == 2 else list(DEFAULT_3D_CROP))
         crop = score_crop_size(train_crop, recipe.score_crop_size, volume.shape)
-        block = ((record.config or {}) if record is not None else {}).get("block_size", UDAConfig().block_size)
+        # the run's resolved mask block; records without one (bare weights) get the validated 32 px
+        block = ((record.config or {}) if record is not None else {}).get("block_size") or DEFAULT_BLOCK_VOXELS
         fraction = record.extra.get("source_foreground_fraction") if record is not None else None
         result = score_network(
             network, volume, crop_size=crop, n_crops=recipe.score_crops, block_size=block, source_fraction=fraction

@@ -30,7 +30,8 @@ with :func:`select_row` of the kept rows (from the restored teacher or a kept ch
 reused keeps its files.
 
 Scores are logged on the run's logger (a collapsed checkpoint as a WARNING naming the iteration, the foreground
-fraction against the source's and the reason) and, with TensorBoard installed, as ``score/*`` scalars in ``tb/``.
+fraction against the source's and the reason) and, with TensorBoard installed, as ``score/*`` scalars in
+``tb/score/`` (a TensorBoard run of its own beside the training log).
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ class CollapseGuard:
         source_fraction: the source labels' foreground fraction (the collapse rule's reference; ``None``: unknown).
         block_size: mask block size of the score's complementary views.
         logger: name of the logger of the scores.
-        tensorboard: also write ``score/*`` scalars to ``run_dir/tb`` (when TensorBoard is installed).
+        tensorboard: also write ``score/*`` scalars to ``run_dir/tb/score`` (when TensorBoard is installed).
 
     Raises:
         ValueError: ``iterations`` or ``interval`` below 1.
@@ -464,7 +465,8 @@ class CollapseGuard:
             except ImportError:  # tensorboard is optional
                 self.tensorboard = False
                 return
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+            # its own run beside the training writer's (one event file per writer): tb/score
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb" / "score"))
         it = int(row["iteration"])
         for key in ("score", "foreground_fraction", "flip_dice", "view_dice", "adjacent_dice"):
             if row[key] is not None:

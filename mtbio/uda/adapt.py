@@ -187,11 +187,15 @@ class AdaptSpec:
 
     @property
     def pretrain_dir(self) -> Path:
-        return Path(self.pretrain_out) if self.pretrain_out is not None else self.out / "pretrain"
+        from mtbio.uda.run import pretrain_paths
+
+        return pretrain_paths(self.out, self.pretrain_out, self.pretrain_weights)[0]
 
     @property
     def pretrain_weights_path(self) -> Path:
-        return Path(self.pretrain_weights) if self.pretrain_weights is not None else self.pretrain_dir / "final.pt"
+        from mtbio.uda.run import pretrain_paths
+
+        return pretrain_paths(self.out, self.pretrain_out, self.pretrain_weights)[1]
 
     @property
     def source_only_weights(self) -> Path:

@@ -62,7 +62,7 @@ from mtbio.uda.config import UDAConfig
 from mtbio.uda.recipe import PRETRAIN_SEED_OFFSET, Recipe
 from mtbio.uda.strategy import MaskKind, Strategy, strategy_spec
 
-__all__ = ["RunResult", "RunSpec", "run_training"]
+__all__ = ["RunResult", "RunSpec", "pretrain_paths", "run_training"]
 
 Resume = Literal["auto", "require", "never"]
 #: settings a resumed run may change (they do not change the trained weights; rows scored before a change of the
@@ -166,11 +166,20 @@ class RunSpec:
 
     @property
     def pretrain_dir(self) -> Path:
-        return Path(self.pretrain_out) if self.pretrain_out is not None else self.out / "pretrain"
+        return pretrain_paths(self.out, self.pretrain_out, self.pretrain_weights)[0]
 
     @property
     def pretrain_weights_path(self) -> Path:
-        return Path(self.pretrain_weights) if self.pretrain_weights is not None else self.pretrain_dir / "final.pt"
+        return pretrain_paths(self.out, self.pretrain_out, self.pretrain_weights)[1]
+
+
+def pretrain_paths(
+    out: str | Path, pretrain_out: str | Path | None = None, pretrain_weights: str | Path | None = None
+) -> tuple[Path, Path]:
+    """The pre-training's run folder (``pretrain_out``, default ``out/pretrain``) and weights file
+    (``pretrain_weights``, default ``<folder>/final.pt``)."""
+    folder = Path(pretrain_out) if pretrain_out is not None else Path(out) / "pretrain"
+    return folder, Path(pretrain_weights) if pretrain_weights is not None else folder / "final.pt"
 
 
 @dataclass

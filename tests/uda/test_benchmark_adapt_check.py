@@ -1,0 +1,54 @@
+"""benchmarks/adapt_check.py: the benchmark's MaskTwins rows read from a pool, the summary and its table."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+
+from tests._scripts import load_benchmark
+
+chk = load_benchmark("adapt_check")
+
+
+def _pool_row(seed, it, iou, strategy="masktwins", kind="healthy", direction="vnc3_to_lucchi"):
+    metrics = {"IoU": iou, "mAP": iou + 0.1, "F1": iou + 0.05, "MCC": iou + 0.04}
+    return {"direction": direction, "strategy": strategy, "kind": kind, "seed": seed, "iteration": it, **metrics}
+
+
+def _adapt_row(seed, iou, delivered="adapted"):
+    return {
+        "seed": seed, "IoU": iou, "mAP": iou + 0.1, "F1": iou + 0.05, "MCC": iou + 0.04, "delivered": delivered,
+        "iteration": 800, "score": 0.8, "source_only_score": 0.7, "sec_per_iter": {"pretrain": 0.08, "strategy": 0.3},
+        "seconds": {"total": 600.0},
+    }  # fmt: skip
+
+
+def test_benchmark_rows_are_the_last_masktwins_checkpoint_per_seed(tmp_path):
+    rows = [
+        _pool_row(0, 400, 0.60), _pool_row(0, 800, 0.64), _pool_row(1, 800, 0.66),
+        _pool_row(1, 800, 0.10, strategy="mic"), _pool_row(2, 800, 0.01, kind="forced_collapse"),
+        _pool_row(2, 800, 0.30, direction="lucchi_to_vnc3"),
+    ]  # fmt: skip
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    bench = chk.benchmark_masktwins(pool)
+    assert sorted(bench) == [0, 1]
+    assert bench[0]["iteration"] == 800 and bench[0]["IoU"] == 0.64 and bench[1]["IoU"] == 0.66
+    assert chk.benchmark_masktwins(tmp_path / "missing.jsonl") == {} and chk.benchmark_masktwins(None) == {}
+
+
+def test_summary_compares_on_the_same_seeds():
+    bench = {0: _pool_row(0, 800, 0.64), 1: _pool_row(1, 800, 0.66)}
+    args = types.SimpleNamespace(data="DATA", out="OUT", pool="POOL")
+    ok = chk.report([_adapt_row(0, 0.635), _adapt_row(1, 0.66)], bench, args)
+    assert ok["adapt_IoU"][0] == pytest.approx(64.75) and ok["benchmark_IoU"][0] == pytest.approx(65.0)
+    assert ok["difference_IoU"] == pytest.approx(-0.25) and ok["within_1_or_better"] is True
+    worse = chk.report([_adapt_row(0, 0.60), _adapt_row(1, 0.62, delivered="source_only")], bench, args)
+    assert worse["within_1_or_better"] is False
+    unpaired = chk.report([_adapt_row(0, 0.70), _adapt_row(5, 0.70)], bench, args)
+    assert unpaired["within_1_or_better"] is False  # a seed without a benchmark run is no pass
+    table = chk.markdown(worse, bench, args)
+    assert "| 1 | source_only | 800 | 0.800 (0.700) | 62.0 |" in table and "0.080 / 0.300" in table
+    assert "within 1 point or better: False" in table

@@ -572,12 +572,18 @@ def analyse(pool: list[dict[str, Any]], held_out: str = HELD_OUT) -> dict[str, A
         flagged = [run_collapsed(rs) for rs in collapses.values()]
         healthy_runs_flagged = [p["collapsed"] for p in per_run]
         seconds = [r.get("score_sec") for r in rows if r.get("score_sec") is not None]
+        ordered = [sorted(rs, key=lambda r: r["iteration"]) for _, rs in sorted(runs.items())]
+        within = [_spearman([r["score"] for r in rs], [r["IoU"] for r in rs]) for rs in ordered]
+        lasts = [rs[-1] for rs in ordered]
         out[direction] = {
             "held_out": direction == held_out,
             "builder": builder,
             "checkpoints": len(rows),
             "spearman_all": _spearman([r["score"] for r in rows], [r["IoU"] for r in rows]),
             "spearman_healthy": _spearman([r["score"] for r in healthy], [r["IoU"] for r in healthy]),
+            "spearman_within_runs": _mean(within),
+            "spearman_last_across_runs": _spearman([r["score"] for r in lasts], [r["IoU"] for r in lasts]),
+            "per_strategy": per_strategy(per_run, runs),
             "selected_IoU": _mean([p["selected_IoU"] for p in per_run]),
             "last_IoU": _mean([p["last_IoU"] for p in per_run]),
             "best_IoU": _mean([p["best_IoU"] for p in per_run]),
@@ -594,6 +600,20 @@ def analyse(pool: list[dict[str, Any]], held_out: str = HELD_OUT) -> dict[str, A
         }
         out[direction]["acceptance"] = acceptance(out[direction])
     return out
+
+
+def per_strategy(per_run: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per strategy, over its healthy runs: mean last / selected / best IoU and mean last score (does the score rank
+    the strategies as their IoU does?)."""
+    table: dict[str, dict[str, list[float]]] = {}
+    for p in per_run:
+        rs = sorted(runs[p["run"]], key=lambda r: r["iteration"])
+        t = table.setdefault(rs[-1].get("strategy", "?"), {"last_IoU": [], "selected_IoU": [], "best_IoU": [],
+                                                           "last_score": []})  # fmt: skip
+        for key in ("last_IoU", "selected_IoU", "best_IoU"):
+            t[key].append(p[key])
+        t["last_score"].append(rs[-1]["score"])
+    return {k: {"runs": len(v["last_IoU"]), **{m: _mean(x) for m, x in v.items()}} for k, v in sorted(table.items())}
 
 
 def _markdown(results: dict[str, Any]) -> str:
@@ -619,6 +639,22 @@ def _markdown(results: dict[str, Any]) -> str:
             f"{r['healthy_checkpoints_flagged']}/{r['healthy_checkpoints']} | "
             f"{s(r.get('score_sec_mean'))} / {s(r.get('score_sec_max'))} |"
         )
+    lines += ["", "| direction | rho within runs (mean) | rho of the runs' last checkpoints |", "|---|---|---|"]
+    for d, r in results.items():
+        lines.append(f"| {d} | {f(r.get('spearman_within_runs'))} | {f(r.get('spearman_last_across_runs'))} |")
+    for d, r in results.items():
+        lines += [
+            "",
+            f"{d}: per strategy (healthy runs; IoU %)",
+            "",
+            "| strategy | runs | last score | IoU last | IoU selected | IoU best |",
+            "|---|---|---|---|---|---|",
+        ]
+        for k, v in (r.get("per_strategy") or {}).items():
+            lines.append(
+                f"| {k} | {v['runs']} | {f(v['last_score'])} | {f(v['last_IoU'], True)} | "
+                f"{f(v['selected_IoU'], True)} | {f(v['best_IoU'], True)} |"
+            )
     for d, r in results.items():
         checks = ", ".join(f"{k} {'-' if v is None else ('yes' if v else 'NO')}" for k, v in r["acceptance"].items())
         lines.append(f"\n{d}{' (held out)' if r['held_out'] else ''}, builder {r.get('builder')}: {checks}")

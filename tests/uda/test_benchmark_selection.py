@@ -246,3 +246,27 @@ def test_a_real_direction_smoke(shared_data, vnc3_dir, lucchi_pp_dir, tmp_path):
         assert row["crop_size"] == [64, 64] and row["eval_sections"] == 1
     results = json.loads((out / "results.json").read_text())["lucchi_to_vnc3"]
     assert (results["forced_collapses"], results["healthy_runs"]) == (1, 1)
+
+
+def test_within_run_and_across_run_rank_agreement_and_per_strategy_table():
+    def row(run, strategy, it, iou, score):
+        return {**_row(run, "healthy", it, iou, score), "strategy": strategy}
+
+    pool = [
+        row("a", "masktwins", 200, 0.50, 0.60), row("a", "masktwins", 400, 0.60, 0.70),
+        row("a", "masktwins", 600, 0.70, 0.80),  # the score orders a's checkpoints as IoU does: rho 1
+        row("b", "source_only", 200, 0.40, 0.90), row("b", "source_only", 400, 0.45, 0.80),
+        row("b", "source_only", 600, 0.50, 0.70),  # reversed: rho -1
+        row("c", "masktwins", 200, 0.30, 0.40), row("c", "masktwins", 400, 0.35, 0.50),
+        row("c", "masktwins", 600, 0.40, 0.30),
+    ]  # fmt: skip
+    r = sel.analyse(pool)["vnc3_to_lucchi"]
+    assert r["spearman_within_runs"] == pytest.approx((1.0 - 1.0 + (-0.5)) / 3)
+    # last checkpoints: a (0.70, 0.80), b (0.50, 0.70), c (0.40, 0.30): same order in score and IoU
+    assert r["spearman_last_across_runs"] == pytest.approx(1.0)
+    mt = r["per_strategy"]["masktwins"]
+    assert mt["runs"] == 2 and mt["last_IoU"] == pytest.approx(0.55) and mt["last_score"] == pytest.approx(0.55)
+    assert mt["selected_IoU"] == pytest.approx((0.70 + 0.35) / 2) and mt["best_IoU"] == pytest.approx(0.55)
+    assert r["per_strategy"]["source_only"]["selected_IoU"] == pytest.approx(0.40)
+    md = sel._markdown(sel.analyse(pool))
+    assert "| masktwins | 2 | 0.550 | 55.0 | 52.5 | 55.0 |" in md and "rho within runs" in md

@@ -34,9 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import mean_std  # noqa: E402
-
-METRICS = ("mAP", "F1", "MCC", "IoU")
+from _common import METRICS, mean_std  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -278,6 +278,7 @@ def run_adapt(spec: AdaptSpec) -> AdaptResult:
         TrainingInterrupted: SIGINT / SIGTERM during training (a checkpoint is written; calling again resumes).
         PredictionInterrupted: SIGINT / SIGTERM during the prediction (the store resumes when called again).
     """
+    from mtbio.uda.interrupt import TrainingInterrupted
     from mtbio.uda.run import RunSpec, run_training
 
     log = _logger(spec.logger)
@@ -320,7 +321,11 @@ def run_adapt(spec: AdaptSpec) -> AdaptResult:
         record={"adapt": str(spec.out), **spec.record},
     )
     t0 = time.perf_counter()
-    result = run_training(run_spec)
+    try:
+        result = run_training(run_spec)
+    except TrainingInterrupted as stop:  # a stopped call's seconds count too (timings.json); exits 130 / 143
+        output.append_timing(spec.out, output.stopped_timing(spec, stop, before, time.perf_counter() - t0))
+        raise
     train_seconds = time.perf_counter() - t0
     call = output.call_timing(spec, result, before, train_seconds)
     if not result.complete:

@@ -163,6 +163,27 @@ def call_timing(spec: AdaptSpec, result: Any, before: dict[str, int], seconds: f
     }
 
 
+def stopped_timing(spec: AdaptSpec, stop: Any, before: dict[str, int], seconds: float) -> dict[str, Any]:
+    """:func:`call_timing` of a call that a signal stopped in training (``stop``: the
+    :class:`~mtbio.uda.interrupt.TrainingInterrupted` raised, whose ``stage`` and ``seconds`` the stopped stage set),
+    so ``timings.json`` counts the seconds and iterations of every call, the stopped ones too."""
+    if stop.stage == "pretrain":
+        pre_trained, strategy_trained, strategy_seconds = max(0, stop.iteration - before["pretrain"]), 0, 0.0
+    else:
+        pre_done = spec.recipe.pretrain_iterations if spec.source_model is None else before["pretrain"]
+        pre_trained = max(0, pre_done - before["pretrain"])
+        strategy_trained = max(0, stop.iteration - before["strategy"])
+        strategy_seconds = min(float(stop.seconds or 0.0), seconds)
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pretrain": max(0.0, seconds - strategy_seconds),
+        "pretrain_iterations": pre_trained,
+        "strategy": strategy_seconds,
+        "strategy_iterations": strategy_trained,
+        "stopped": f"{stop.signal_name} in {stop.stage or 'training'} after iteration {stop.iteration}",
+    }
+
+
 def append_timing(out: Path, call: dict[str, Any], *, replace_last: bool = False) -> list[dict[str, Any]]:
     path = out / TIMINGS
     calls: list[dict[str, Any]] = []

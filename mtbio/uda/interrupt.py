@@ -34,6 +34,9 @@ class TrainingInterrupted(SystemExit):
         iteration: completed iterations (the state the checkpoint holds).
         max_iterations: the run's total.
         checkpoint: the checkpoint of those iterations, or ``None`` when no checkpointing was attached.
+        stage: the :func:`~mtbio.uda.run.run_training` stage that was stopped (``"pretrain"`` or the strategy's
+            name), set by that stage; ``None`` outside it.
+        seconds: wall-clock seconds of that stage's training in this call up to the stop (``None`` outside it).
     """
 
     def __init__(self, signum: int, iteration: int, max_iterations: int, checkpoint: Path | None) -> None:
@@ -42,6 +45,8 @@ class TrainingInterrupted(SystemExit):
         self.iteration = int(iteration)
         self.max_iterations = int(max_iterations)
         self.checkpoint = checkpoint
+        self.stage: str | None = None
+        self.seconds: float | None = None
 
     @property
     def signal_name(self) -> str:

@@ -512,6 +512,7 @@ class _Stage:
         try:
             state = trainer.fit()
         except TrainingInterrupted as stop:  # checkpoint of the completed iterations written; exits 130 / 143
+            stop.stage, stop.seconds = self.name, time.perf_counter() - t0  # what mtbio adapt's timings record
             if rank == 0:
                 log.warning(f"{self.name}: {stop}")
             raise

@@ -422,3 +422,36 @@ def test_a_run_stopped_in_training_resumes_and_finishes(data, tmp_path):
     assert open_prediction_store(out / "prediction.zarr").complete
     assert _selected(out)["iterations_trained"] == {"pretrain": 2, "strategy": 4}
     assert read_weights(out / "masktwins" / "final.pt").iteration == 4
+
+
+def test_a_signal_in_training_exits_143_and_its_seconds_count(data, tmp_path, monkeypatch):
+    """A SIGTERM in the MaskTwins stage stops at an iteration boundary (TrainingInterrupted, exit 143); the stopped
+    call's iterations and seconds are in timings.json, and the rerun's totals add up to the recipe's."""
+    from ignite.engine import Events
+
+    from mtbio.uda import run as run_module
+    from mtbio.uda.interrupt import TrainingInterrupted
+
+    original = run_module._progress
+
+    def progress_then_signal(trainer, name, *rest):
+        if name != "pretrain":  # a real SIGTERM to this process after the strategy's first iteration
+            trainer.add_event_handler(
+                Events.ITERATION_COMPLETED(once=1), lambda _: os.kill(os.getpid(), signal.SIGTERM)
+            )
+        return original(trainer, name, *rest)
+
+    out = tmp_path / "out"
+    args = _args(data, out)
+    monkeypatch.setattr(run_module, "_progress", progress_then_signal)
+    with pytest.raises(TrainingInterrupted) as stop:
+        run_adapt(_spec(args))
+    assert stop.value.code == 143 and stop.value.stage == "masktwins" and stop.value.seconds > 0
+    calls = json.loads((out / "timings.json").read_text())["calls"]
+    assert len(calls) == 1 and calls[0]["stopped"].startswith("SIGTERM in masktwins after iteration")
+    assert calls[0]["pretrain_iterations"] == 2 and calls[0]["strategy_iterations"] == stop.value.iteration >= 1
+    assert calls[0]["strategy"] > 0 and calls[0]["pretrain"] > 0
+    monkeypatch.setattr(run_module, "_progress", original)
+    done = run_adapt(_spec(args))
+    assert done.complete and _selected(out)["calls"] == 2
+    assert _selected(out)["iterations_trained"] == {"pretrain": 2, "strategy": 4}

@@ -12,7 +12,8 @@ Every seed first trains one source-only network for ``--pretrain`` iterations (d
 sequence); every strategy of that seed, source-only included, then starts from those weights (student and teacher)
 and trains ``--iters`` more iterations (default 800) with the same source crop sequence, and is evaluated through
 its EMA teacher at the last iteration (no checkpoint selection on target labels; ``--tta`` sets the test-time
-augmentation of this evaluation only, recorded in ``config.json``). Self-training from scratch collapsed to
+augmentation of this evaluation only, recorded in ``config.json``; default: the tools' ``flips``, the 2026-11-27
+tables used ``none``). Self-training from scratch collapsed to
 background on some seeds (the early teacher labels almost no target voxel foreground; docs/uda.md).
 Intensities are z-scored per section; the pixel sizes (VNC 4.6 nm vs Lucchi 5 nm in-plane, ~8 %) are not
 resampled.
@@ -53,7 +54,7 @@ DEFAULT_STRATEGIES = ("source_only", "mean_teacher", "mic", "random_pair", "mask
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from mtbio.inference.settings import TTA, InferenceSettings
+    from mtbio.inference.settings import TOOL_DEFAULTS, TTA
     from mtbio.uda.config import UDAConfig
     from mtbio.uda.options import add_config_arguments
     from mtbio.uda.recipe import Recipe
@@ -72,9 +73,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-roi", type=int, default=384, help="sliding-window size at evaluation")
     p.add_argument(
         "--tta",
-        default=InferenceSettings().tta.value,
+        default=TOOL_DEFAULTS.tta.value,
         choices=[t.value for t in TTA],
-        help="test-time augmentation at evaluation only (InferenceSettings.tta; default: %(default)s)",
+        help="test-time augmentation at evaluation only (default: the tools', TOOL_DEFAULTS.tta: %(default)s; the "
+        "tables of 2026-11-27 were measured with none)",
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")

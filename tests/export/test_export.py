@@ -66,7 +66,8 @@ def test_onnx_matches_pytorch_under_onnxruntime(tmp_path, capsys, dims, kwargs, 
     pytest.importorskip("onnx")
     weights = _record(tmp_path, dims, kwargs)
     out = tmp_path / "model.onnx"
-    summary = _run_json(["export", str(weights), "--format", "onnx", str(out), "--roi", *map(str, roi)], capsys)
+    argv = ["export", str(weights), "--format", "onnx", str(out), "--roi", *map(str, roi), "--tta", "none"]
+    summary = _run_json(argv, capsys)  # the plain network (the tools' default exports it under flips)
     assert summary["check"]["max_abs_diff"] <= 1e-4 and summary["dynamic"] is True
     # independent check: another batch size and spatial size than the export's (dynamic axes)
     net = _reference(weights)
@@ -85,7 +86,8 @@ def test_onnx_matches_pytorch_under_onnxruntime(tmp_path, capsys, dims, kwargs, 
 def test_torchscript_round_trip_equal(tmp_path, capsys):
     weights = _record(tmp_path, 2)
     out = tmp_path / "model.pt"
-    summary = _run_json(["export", str(weights), "--format", "torchscript", str(out), "--roi", "64", "64"], capsys)
+    argv = ["export", str(weights), "--format", "torchscript", str(out), "--roi", "64", "64", "--tta", "none"]
+    summary = _run_json(argv, capsys)
     assert summary["check"]["max_abs_diff"] == 0.0
     loaded = torch.jit.load(str(out))
     net = _reference(weights)

@@ -42,14 +42,18 @@ def test_onnx_and_torchscript_take_the_context_channels(tmp_path, capsys):
     weights = _record(tmp_path)
     net = read_weights(weights).build_network(weights)
     out = tmp_path / "model.onnx"
-    summary = _run_json(["export", str(weights), "--format", "onnx", str(out), "--roi", "32", "32"], capsys)
+    summary = _run_json(
+        ["export", str(weights), "--format", "onnx", str(out), "--roi", "32", "32", "--tta", "none"], capsys
+    )
     assert summary["context_sections"] == 1 and summary["check"]["max_abs_diff"] <= 1e-4
     x = normalize_sample(torch.randn(2, 3, 48, 40) * 30 + 100)
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
     with torch.inference_mode():
         np.testing.assert_allclose(got, net(x).numpy(), rtol=0, atol=1e-4)
     ts = tmp_path / "model.pt"
-    summary = _run_json(["export", str(weights), "--format", "torchscript", str(ts), "--roi", "32", "32"], capsys)
+    summary = _run_json(
+        ["export", str(weights), "--format", "torchscript", str(ts), "--roi", "32", "32", "--tta", "none"], capsys
+    )
     assert summary["check"]["max_abs_diff"] == 0.0
     with torch.inference_mode():
         assert torch.equal(torch.jit.load(str(ts))(x), net(x))

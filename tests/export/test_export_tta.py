@@ -57,9 +57,13 @@ def test_onnx_export_with_tta_matches_torch(tmp_path, capsys, dims, mode, roi, o
 
 
 def test_torchscript_export_with_tta_round_trips(tmp_path, capsys):
+    """Without --tta the export is the network under the tools' default, flips (the validated recipe)."""
+    from mtbio.inference.settings import TOOL_DEFAULTS
+
+    assert TOOL_DEFAULTS.tta.value == "flips"
     weights = _record(tmp_path, 2, TINY)
     out = tmp_path / "tta.pt"
-    argv = ["export", str(weights), "--format", "torchscript", str(out), "--roi", "32", "32", "--tta", "flips"]
+    argv = ["export", str(weights), "--format", "torchscript", str(out), "--roi", "32", "32"]
     assert main([*argv, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["check"]["max_abs_diff"] <= 1e-6
     x = normalize_sample(torch.randn(1, 1, 32, 32) * 30 + 100)  # the traced shape: no re-specialisation

@@ -47,7 +47,8 @@ def stack(tmp_path):
 def test_bundle_prediction_matches_the_oracle_and_writes_a_mask(tmp_path, bundle, stack, capsys):
     path, vol = stack
     out = tmp_path / "out.pred.zarr"
-    assert main(["predict", str(path), str(out), "--bundle", str(bundle), "--dtype", "float32", "--mask"]) == 0
+    plain = ["--tta", "none"]  # the network itself (the tools' default averages 4 flips: tests/inference/test_tta.py)
+    assert main(["predict", str(path), str(out), "--bundle", str(bundle), "--dtype", "float32", "--mask", *plain]) == 0
     net = tiny_unet(3, seed=5)
     x = vol.astype(np.float64)
     z = torch.from_numpy(((x - x.mean()) / x.std()).astype(np.float32))[None, None]
@@ -60,7 +61,9 @@ def test_bundle_prediction_matches_the_oracle_and_writes_a_mask(tmp_path, bundle
     # rerunning without --resume / --overwrite is refused with one clean line
     assert main(["predict", str(path), str(out), "--bundle", str(bundle)]) == 1
     assert "exists" in capsys.readouterr().err
-    assert main(["predict", str(path), str(out), "--bundle", str(bundle), "--resume", "--dtype", "float32"]) == 0
+    assert (
+        main(["predict", str(path), str(out), "--bundle", str(bundle), "--resume", "--dtype", "float32", *plain]) == 0
+    )
 
 
 def test_network_name_with_checkpoint_section_wise_uint8(tmp_path, stack):
@@ -82,7 +85,7 @@ def test_network_name_with_checkpoint_section_wise_uint8(tmp_path, stack):
     torch.save(net.state_dict(), ckpt)
     code = main(
         ["predict", str(path), str(out), "--network", "small_unet", "--checkpoint", str(ckpt), "--roi", "16", "16"]
-        + ["--chunks", "4", "24", "20"]
+        + ["--chunks", "4", "24", "20", "--tta", "none"]
     )
     assert code == 0
     store = open_prediction_store(out)

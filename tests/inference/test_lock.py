@@ -113,7 +113,18 @@ def test_a_second_process_is_refused_and_an_overwrite_race_never_mixes_models(tm
     bundle_a = slow_bundle(tmp_path / "a", seed=0, delay=0.4)
     bundle_b = slow_bundle(tmp_path / "b", seed=1, delay=0.0)
     out = tmp_path / "p.zarr"
-    common = ["--dtype", "float32", "--overwrite", "--chunks", "4", "16", "16", "--trust-bundle"]  # a test net class
+    common = [
+        "--dtype",
+        "float32",
+        "--overwrite",
+        "--chunks",
+        "4",
+        "16",
+        "16",
+        "--trust-bundle",
+        "--tta",
+        "none",
+    ]  # a test net
     assert main(["predict", str(src), str(out), "--bundle", str(bundle_b), *common]) == 0  # a store of model B
     child = cli_child(["predict", str(src), str(out), "--bundle", str(bundle_a), *common])  # A replaces it ...
     try:

@@ -46,7 +46,7 @@ def test_cli_defaults_are_the_tool_defaults_and_no_flag_restates_one() -> None:
     assert settings_from_args(args) == TOOL_DEFAULTS
     # the tools differ from the library only where TOOL_DEFAULTS says so
     changed = {f for f in FIELDS if getattr(TOOL_DEFAULTS, f) != getattr(InferenceSettings(), f)}
-    assert changed == {"activation", "dtype", "normalize"}
+    assert changed == {"activation", "dtype", "normalize", "tta"}
 
 
 NON_DEFAULT = {
@@ -65,7 +65,7 @@ NON_DEFAULT = {
     "voxel_size": (["--voxel-size", "30", "5", "5"], (30.0, 5.0, 5.0)),
     "resample": (["--no-resample"], False),
     "tolerance": (["--tolerance", "0.2"], 0.2),
-    "tta": (["--tta", "flips"], "flips"),
+    "tta": (["--tta", "flips_rot90"], "flips_rot90"),
 }
 
 

@@ -192,9 +192,9 @@ def test_cli_tta_flag_and_its_errors(tmp_path, capsys, monkeypatch) -> None:
     base = ["predict", str(tmp_path / "s.tif"), str(tmp_path / "o.zarr"), "--network", "small_unet"]
     net_args = [*base, "--checkpoint", str(tmp_path / "w.pt")]
     base = [*net_args, "--roi", "16", "16"]
-    assert main([*base, "--tta", "flips"]) == 0
-    assert seen[-1].tta is TTA.FLIPS
-    assert main(base) == 0 and seen[-1].tta is TTA.NONE  # the default
+    assert main([*base, "--tta", "none"]) == 0
+    assert seen[-1].tta is TTA.NONE
+    assert main(base) == 0 and seen[-1].tta is TTA.FLIPS  # the default (TOOL_DEFAULTS: the validated recipe)
     with pytest.raises(SystemExit) as exc:
         main([*base, "--tta", "mirror"])
     assert exc.value.code == 2

@@ -56,6 +56,8 @@ def test_predict_widget_checkpoint_2d(
     assert widget.model_path.mode.value == "r"
     widget.model_path.value = checkpoint_2d
     widget.roi.value = "32, 32"
+    assert widget.tta.value == "flips"  # the tools' default; the oracle below is the plain network
+    widget.tta.value = "none"
     widget.output.value = tmp_path / "pred.zarr"
     _wait(qtbot, widget, widget.start())
     assert widget.status.value.startswith("done"), widget.status.value
@@ -86,6 +88,7 @@ def test_predict_widget_bundle_adds_lazy_layers(make_napari_viewer, qtbot, tmp_p
     widget.model_path.value = bundle_2d
     widget.roi.value = "32, 32"  # 2D windows, section by section
     widget.overlap.value = 0.5
+    widget.tta.value = "none"  # the oracle is the plain network
     widget.output.value = tmp_path / "pred.zarr"
     _wait(qtbot, widget, widget.start())
     assert widget.status.value.startswith("done"), widget.status.value
@@ -167,6 +170,7 @@ def test_predict_widget_on_lazy_reader_layer(make_napari_viewer, qtbot, tmp_path
     widget = PredictWidget(viewer)
     widget.model_path.value = bundle_2d
     widget.roi.value = "32, 32"
+    widget.tta.value = "none"  # the oracle is the plain network
     widget.output.value = tmp_path / "pred.zarr"
     job = widget.job()
     assert isinstance(job.source, da.Array) and job.source.chunksize == (1, 40, 48)

@@ -50,13 +50,13 @@ def test_pretrained_start_results_and_eval_only(shared_data, vnc3_dir, lucchi_pp
 
 
 def test_tta_is_an_evaluation_setting(monkeypatch):
-    """--tta (default InferenceSettings') reaches evaluate_network; training flags are unaffected."""
+    """--tta (default: the tools', TOOL_DEFAULTS) reaches evaluate_network; training flags are unaffected."""
     import mtbio.uda.evaluate
-    from mtbio.inference.settings import InferenceSettings
+    from mtbio.inference.settings import TOOL_DEFAULTS
 
     bench = _bench()
     base = ["--data", "d", "--out", "o"]
-    assert bench.parse_args(base).tta == InferenceSettings().tta.value
+    assert bench.parse_args(base).tta == TOOL_DEFAULTS.tta.value == "flips"
     args = bench.parse_args([*base, "--tta", "flips_rot90", "--eval-roi", "64"])
     seen = {}
     monkeypatch.setattr(mtbio.uda.evaluate, "evaluate_network", lambda *a, **kw: seen.update(kw) or {})

@@ -153,7 +153,12 @@ def call_timing(spec: AdaptSpec, result: Any, before: dict[str, int], seconds: f
     elif result.pretrain == "trained":
         pre_trained = max(0, spec.recipe.pretrain_iterations - before["pretrain"])
     strategy_trained = 0 if result.pretrain == "stopped" else max(0, result.iteration - before["strategy"])
-    strategy_seconds = float(result.seconds or 0.0)
+    return _timing(seconds, pre_trained, float(result.seconds or 0.0), strategy_trained)
+
+
+def _timing(seconds: float, pre_trained: int, strategy_seconds: float, strategy_trained: int) -> dict[str, Any]:
+    """One call's ``timings.json`` row: the pre-training's seconds are the call's training wall clock ``seconds``
+    less the strategy stage's."""
     return {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "pretrain": max(0.0, seconds - strategy_seconds),
@@ -174,14 +179,9 @@ def stopped_timing(spec: AdaptSpec, stop: Any, before: dict[str, int], seconds: 
         pre_trained = max(0, pre_done - before["pretrain"])
         strategy_trained = max(0, stop.iteration - before["strategy"])
         strategy_seconds = min(float(stop.seconds or 0.0), seconds)
-    return {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "pretrain": max(0.0, seconds - strategy_seconds),
-        "pretrain_iterations": pre_trained,
-        "strategy": strategy_seconds,
-        "strategy_iterations": strategy_trained,
-        "stopped": f"{stop.signal_name} in {stop.stage or 'training'} after iteration {stop.iteration}",
-    }
+    row = _timing(seconds, pre_trained, strategy_seconds, strategy_trained)
+    row["stopped"] = f"{stop.signal_name} in {stop.stage or 'training'} after iteration {stop.iteration}"
+    return row
 
 
 def append_timing(out: Path, call: dict[str, Any], *, replace_last: bool = False) -> list[dict[str, Any]]:

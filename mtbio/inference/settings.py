@@ -305,7 +305,7 @@ def _normalize(value: Any) -> Normalization | tuple[float, float] | None:
 #: workflows, the napari Predict widget): the library's defaults, but softmax probabilities stored as uint8, the
 #: weights' / mtbio's z-score rule and test-time augmentation ``flips`` (the validated recipe: +1.3 IoU points, every
 #: seed better, over ``none`` for VNC III -> Lucchi++ MaskTwins on the design split; ``flips_rot90`` at twice the cost
-#: did not add: docs/uda.md "Test-time augmentation"). ``--tta none`` is the plain network, 4x faster.
+#: did not add: docs/uda.md "Quality levers"). ``--tta none`` is the plain network, 4x faster.
 TOOL_DEFAULTS = InferenceSettings(
     activation=Activation.SOFTMAX, dtype=OutputDtype.UINT8, normalize=Normalization.AUTO, tta=TTA.FLIPS
 )

@@ -10,7 +10,8 @@ Protocol (DA-ISC / MaskTwins "subset 1" on the sections this data folder holds):
 
 Every seed first trains one source-only network for ``--pretrain`` iterations (default 800; its own crop
 sequence); every strategy of that seed, source-only included, then starts from those weights (student and teacher)
-and trains ``--iters`` more iterations (default 800) with the same source crop sequence, and is evaluated through
+and trains ``--iters`` more iterations (default :class:`~mtbio.uda.recipe.Recipe`'s 3200; the 2026-11-27 tables
+used 800) with the same source crop sequence, and is evaluated through
 its EMA teacher at the last iteration (no checkpoint selection on target labels; ``--tta`` sets the test-time
 augmentation of this evaluation only, recorded in ``config.json``; default: the tools' ``flips``, the 2026-11-27
 tables used ``none``). Self-training from scratch collapsed to

@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
         prefix="recipe",
         defaults=DEMO_RECIPE,
         title="training recipe: the demo's own (mtbio.uda.recipe.DEMO_RECIPE). It differs from the validated "
-        "real-data Recipe (unet, 800 + 800 iterations, 192 px) because the synthetic domains are small and easy and "
+        "real-data Recipe (unet, 800 + 3200 iterations, 192 px) because the synthetic domains are small and easy and "
         "the demo should finish in minutes on a CPU: small_unet from scratch, 1000 iterations, 128 px crops",
     )
     add_config_arguments(p, UDAConfig, title="UDA step (defaults: UDAConfig)", exclude=("strategy",))

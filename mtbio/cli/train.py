@@ -6,7 +6,7 @@ off at the last ``:`` only when ``PATH`` itself does not exist). Labels are read
 patches.
 
 The defaults are the validated recipe (:class:`mtbio.uda.recipe.Recipe`, docs/uda.md): ``unet``, 800 source-only
-iterations (``--pretrain-iterations``, run in ``RUN_DIR/pretrain``), then 800 iterations of the strategy, 192 px
+iterations (``--pretrain-iterations``, run in ``RUN_DIR/pretrain``), then 3200 iterations of the strategy, 192 px
 crops, batch 4, lr 1e-3. The run goes through :func:`mtbio.uda.run.run_training`: RUN_DIR receives ``config.json``,
 resumable checkpoints ``checkpoint_iteration=N.pt`` (student, teacher, optimizer, iteration; ``--resume`` continues
 from the newest one exactly), ``final.pt`` (the weights record), ``validation.json`` (with ``--target-eval``) and

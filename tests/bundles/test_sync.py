@@ -327,3 +327,21 @@ def test_recipe_id_overrides_reach_the_adapt_workflow(tmp_path, monkeypatch):
     run_workflow(root, "adapt", "adapt", score_crops=8, context_sections=1, **data)
     assert (seen["score_crops"], seen["context_sections"]) == (8, 1)
     assert seen["score_crop_size"] == 256  # not overridden: Recipe's
+
+
+def test_the_vnc3_lucchi_bundle_states_the_validated_recipe():
+    """The em2d real-data bundle writes its schedule itself (iterations, pre-training, crop, batch, lr, seed, network):
+    every value equals :class:`~mtbio.uda.recipe.Recipe`'s default, so ``mtbio train`` / ``mtbio adapt``, the
+    benchmark and the bundle train the same validated recipe."""
+    from monai.bundle import ConfigParser
+
+    from mtbio.uda.recipe import Recipe
+
+    parser = ConfigParser()
+    parser.read_config(str(config("masktwins_em2d_vnc3_lucchi", "train.yaml")))
+    r = Recipe()
+    assert parser.get("iterations") == r.iterations
+    assert parser.get("pretrain_iterations") == r.pretrain_iterations
+    assert tuple(parser.get("crop_size")) == r.crop
+    assert (parser.get("batch_size"), parser.get("lr"), parser.get("seed")) == (r.batch_size, r.lr, r.seed)
+    assert parser.get("network_def")["name"] == r.network

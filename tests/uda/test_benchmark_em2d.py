@@ -63,3 +63,23 @@ def test_tta_is_an_evaluation_setting(monkeypatch):
     bench._score(None, None, None, args)
     assert seen["tta"] == "flips_rot90" and seen["roi_size"] == (64, 64)
     assert bench.recipe_and_config(args) == bench.recipe_and_config(bench.parse_args([*base, "--eval-roi", "64"]))
+
+
+def test_acceptance_reports_the_quality_issue_separation_and_target():
+    """``ahead_of_<x>``: the mean difference must exceed the larger seed std; ``target``: the mean reaches it. The
+    first case is the 2026-12-05 800 + 3200 table (MaskTwins 68.3 +- 3.7 vs mean teacher 67.8 +- 0.5)."""
+    _bench()  # puts benchmarks/ on the import path
+    from _common import acceptance
+
+    def rows(ious):
+        return [{"IoU": v} for v in ious]
+
+    close = {"masktwins": rows([0.665, 0.726, 0.658]), "mean_teacher": rows([0.684, 0.676, 0.673])}
+    acc = acceptance(close, target=0.69)
+    assert acc["ahead_of_mean_teacher"] is False and acc["vs_mean_teacher"] is True
+    assert acc["ahead_of_mean_teacher_value"] == pytest.approx((0.665 + 0.726 + 0.658 - 0.684 - 0.676 - 0.673) / 3)
+    assert acc["target"] is False and acc["target_value"] == 0.69
+    apart = {"masktwins": rows([0.72, 0.73, 0.71]), "mic": rows([0.66, 0.67, 0.65]), "source_only": rows([0.5] * 3)}
+    acc = acceptance(apart, target=0.69)
+    assert acc["ahead_of_mic"] is True and acc["target"] is True and acc["gain"] is True
+    assert "target" not in acceptance(apart) and "ahead_of_mean_teacher" not in acc

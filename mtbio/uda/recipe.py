@@ -4,8 +4,9 @@ The defaults are those of ``benchmarks/uda_em2d.py`` (VNC III -> Lucchi++, docs/
 MONAI's residual ``unet``, 800 source-only iterations first, then 3200 iterations of the strategy, 192 px crops,
 batch 4, AdamW lr 1e-3. 3200 was chosen on the design split (EPFL volumes swapped, docs/uda.md "Quality levers"):
 the MaskTwins teacher's mAP rose from 78.9 at 800 to 85.4 at 3200 iterations, and one adapted model takes about
-29 minutes on an idle 2-core CPU (training and prediction), inside issue #16's 30-minute budget. Every entry point (``mtbio train``, the bundle workflow, the benchmarks) takes its defaults
-from here; ``mtbio demo`` uses :data:`DEMO_RECIPE` (synthetic data, minutes on a laptop CPU).
+29 minutes on an idle 2-core CPU (training and prediction), inside issue #16's 30-minute budget. Every entry point
+(``mtbio train``, the bundle workflow, the benchmarks) takes its defaults from here; ``mtbio demo`` uses
+:data:`DEMO_RECIPE` (synthetic data, minutes on a laptop CPU).
 """
 
 from __future__ import annotations

@@ -42,13 +42,16 @@ def register(subparsers: Any) -> None:
     from mtbio.uda.options import add_config_arguments
     from mtbio.uda.recipe import DEMO_RECIPE, Recipe
 
+    real = Recipe()
+
     add_config_arguments(
         p,
         Recipe,
         prefix="recipe",
         defaults=DEMO_RECIPE,
         title="training recipe: the demo's own (mtbio.uda.recipe.DEMO_RECIPE). It differs from the validated "
-        "real-data Recipe (unet, 800 + 3200 iterations, 192 px) because the synthetic domains are small and easy and "
+        f"real-data Recipe ({real.network}, {real.pretrain_iterations} + {real.iterations} iterations, {real.crop[0]} "
+        "px) because the synthetic domains are small and easy and "
         "the demo should finish in minutes on a CPU: small_unet from scratch, 1000 iterations, 128 px crops",
     )
     add_config_arguments(p, UDAConfig, title="UDA step (defaults: UDAConfig)", exclude=("strategy",))

@@ -50,7 +50,10 @@ def test_pretrained_start_results_and_eval_only(shared_data, vnc3_dir, lucchi_pp
 
 
 def test_tta_is_an_evaluation_setting(monkeypatch):
-    """--tta (default: the tools', TOOL_DEFAULTS) reaches evaluate_network; training flags are unaffected."""
+    """--tta (default: the tools', TOOL_DEFAULTS) reaches the prediction; training flags are unaffected. The score
+    reports the predicted and labelled foreground fractions beside the metrics."""
+    import numpy as np
+
     import mtbio.uda.evaluate
     from mtbio.inference.settings import TOOL_DEFAULTS
 
@@ -59,9 +62,20 @@ def test_tta_is_an_evaluation_setting(monkeypatch):
     assert bench.parse_args(base).tta == TOOL_DEFAULTS.tta.value == "flips"
     args = bench.parse_args([*base, "--tta", "flips_rot90", "--eval-roi", "64"])
     seen = {}
-    monkeypatch.setattr(mtbio.uda.evaluate, "evaluate_network", lambda *a, **kw: seen.update(kw) or {})
-    bench._score(None, None, None, args)
+    prob = np.zeros((2, 8, 8), np.float32)
+    prob[:, :2] = 0.9  # 25 % predicted foreground
+    label = np.zeros((2, 8, 8), np.uint8)
+    label[:, :1] = 255  # 12.5 % labelled (a non-{0, 1} foreground value)
+
+    def fake_predict(net, image, **kw):
+        seen.update(kw)
+        return prob
+
+    monkeypatch.setattr(mtbio.uda.evaluate, "predict_in_memory", fake_predict)
+    scored = bench._score(None, label, label, args)
     assert seen["tta"] == "flips_rot90" and seen["roi_size"] == (64, 64)
+    assert scored["foreground"] == pytest.approx(0.25) and scored["foreground_label"] == pytest.approx(0.125)
+    assert scored["IoU"] == pytest.approx(0.5) and set(scored) >= {"mAP", "F1", "MCC", "IoU"}
     assert bench.recipe_and_config(args) == bench.recipe_and_config(bench.parse_args([*base, "--eval-roi", "64"]))
 
 

@@ -162,6 +162,15 @@ def test_recipe_defaults_are_the_validated_benchmark_recipe():
     typing.get_type_hints(Recipe)  # the annotations resolve
 
 
+def test_udaconfig_defaults_are_the_validated_masktwins_run():
+    """The UDA step of the run that met the quality target (benchmarks/results/uda_em2d_sp3200_2026-12-05.json,
+    docs/uda.md "MaskTwins with the source_prior default"): every UDAConfig field's default is what it ran with."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "uda_em2d_sp3200_2026-12-05.json"
+    ran = json.loads(path.read_text())["config"]["uda"]["masktwins"]
+    assert UDAConfig().to_dict() == ran
+    assert ran["pl_class_balance"] == "source_prior"
+
+
 # ---------------------------------------------------------------- the orchestrator
 
 

@@ -108,7 +108,10 @@ def test_every_udaconfig_field_is_an_overridable_key_of_the_uda_mapping(bundle):
         ["pl_class_balance", "augment_brightness", "target_bn_stats", "uda#augment#gamma"],
         config(bundle, "train.yaml").parent,
     )
-    own = {"masktwins_em3d": {"block_size": (4, 16, 16), "block_nm": (120.0, 128.0, 128.0)}}.get(bundle, {})
+    own = {
+        "masktwins_em3d": {"block_size": (4, 16, 16), "block_nm": (120.0, 128.0, 128.0)},
+        "masktwins_demo": {"pl_class_balance": "none"},  # source_prior cost MaskTwins 9.4 IoU on the synthetic domains
+    }.get(bundle, {})
     assert UDAConfig(**uda) == dataclasses.replace(UDAConfig(), **own)
 
 

@@ -28,3 +28,6 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
         assert rows[0]["IoU"] == em_metrics(store.foreground(), label)["IoU"]
         assert (out / "models" / f"{strategy}.pt").is_file()
         assert f"| {strategy} | 1 |" in printed
+    # the demo's own UDA step (mtbio.uda.config.DEMO_UDA): no pseudo-label class shares on the synthetic domains
+    ran = json.loads((out / "runs" / "masktwins" / "config.json").read_text())["config"]
+    assert ran["pl_class_balance"] == "none"

@@ -92,7 +92,7 @@ def test_every_udaconfig_field_is_an_overridable_key_of_the_uda_mapping(bundle):
     from monai.bundle import ConfigParser
 
     from mtbio.bundle.overrides import check_override_keys, valid_override_keys
-    from mtbio.uda.config import UDAConfig
+    from mtbio.uda.config import DEMO_UDA, UDAConfig
 
     parser = ConfigParser()
     parser.read_config(str(config(bundle, "train.yaml")))
@@ -110,7 +110,7 @@ def test_every_udaconfig_field_is_an_overridable_key_of_the_uda_mapping(bundle):
     )
     own = {
         "masktwins_em3d": {"block_size": (4, 16, 16), "block_nm": (120.0, 128.0, 128.0)},
-        "masktwins_demo": {"pl_class_balance": "none"},  # source_prior cost MaskTwins 9.4 IoU on the synthetic domains
+        "masktwins_demo": {"pl_class_balance": DEMO_UDA.pl_class_balance},  # the demo's own UDA step
     }.get(bundle, {})
     assert UDAConfig(**uda) == dataclasses.replace(UDAConfig(), **own)
 

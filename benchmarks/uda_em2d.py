@@ -112,19 +112,13 @@ def _eval_split(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _score(net: Any, image: Any, label: Any, args: argparse.Namespace) -> dict[str, float]:
-    """The literature's per-section metrics of ``net`` on the test sections, plus ``foreground`` / ``foreground_label``:
-    the fraction of test pixels with ``p >= 0.5`` / labelled (over- or under-segmentation at the metrics' threshold,
-    which a high mAP with a lower IoU points at)."""
-    import numpy as np
-
-    from mtbio.metrics import em_metrics
-    from mtbio.uda.evaluate import predict_in_memory
+    """The literature's per-section metrics of ``net`` on the test sections, plus ``foreground`` / ``foreground_label``
+    (:func:`mtbio.uda.evaluate.evaluate_network`): over- or under-segmentation at the metrics' threshold, which a high
+    mAP with a lower IoU points at."""
+    from mtbio.uda.evaluate import evaluate_network
 
     roi = (args.eval_roi, args.eval_roi)
-    prob = predict_in_memory(net, image, roi_size=roi, device=args.device, tta=args.tta)
-    truth = np.asarray(label[:]) > 0
-    metrics = {k: float(v) for k, v in em_metrics(prob, truth).items()}
-    return {**metrics, "foreground": float((prob >= 0.5).mean()), "foreground_label": float(truth.mean())}
+    return evaluate_network(net, image, label, roi_size=roi, device=args.device, tta=args.tta)
 
 
 def _load_results(path: Path) -> dict[str, list[dict[str, Any]]]:

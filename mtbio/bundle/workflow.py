@@ -325,32 +325,43 @@ def evaluate(
     seed: int = 0,
     title: str = "",
 ) -> dict[str, list[dict[str, float]]]:
-    """Score each prediction store against ``label`` with :func:`mtbio.metrics.em_metrics` (per-section mAP,
-    F1, MCC, IoU, mean over sections), print the table and write ``output_dir/results.{json,md}``.
+    """Score each prediction store against ``label`` with :func:`mtbio.metrics.evaluate` (per-section mAP,
+    F1, MCC, IoU, mean over sections; the fractions of voxels predicted and labelled foreground), print the table
+    and write ``output_dir/results.{json,md}``.
 
     Returns:
-        ``{strategy: [{"seed", "mAP", "F1", "MCC", "IoU"}]}``.
+        ``{strategy: [{"seed", "mAP", "F1", "MCC", "IoU", "foreground", "foreground_label"}]}``.
     """
     import numpy as np
 
     from mtbio.data.store import open_prediction_store
-    from mtbio.metrics import em_metrics
+    from mtbio.metrics import evaluate as score
     from mtbio.metrics.table import results_table as summarize
     from mtbio.provenance import write_json_atomic
 
     truth = np.asarray(_as_volume(label, "label volume to evaluate against")[:]) > 0
     results: dict[str, list[dict[str, float]]] = {}
     for strategy in strategies:
-        store = open_prediction_store(Path(predictions_dir) / f"{strategy}.zarr")
-        scores = em_metrics(store.foreground(), truth)
+        scored = score(open_prediction_store(Path(predictions_dir) / f"{strategy}.zarr").foreground(), truth)
+        scores = {**scored.mean(), **scored.foreground()}
         results[strategy] = [{"seed": int(seed), **{k: float(v) for k, v in scores.items()}}]
-    table = summarize(results)
+    table = summarize(results) + _foreground_lines(results)
     output_dir = Path(output_dir)
     write_json_atomic(output_dir / "results.json", {"results": results, "title": title, "sections": len(truth)})
     (output_dir / "results.md").write_text(table)
     print(f"\n{title or 'target test volume'}: {len(truth)} sections (per-section metrics, mean over sections)")
     print(table)
     return results
+
+
+def _foreground_lines(results: Mapping[str, Sequence[Mapping[str, float]]]) -> str:
+    """One line per strategy: predicted against labelled foreground fraction (over- / under-segmentation)."""
+    lines = [
+        f"- {strategy}: {100 * rows[0]['foreground']:.1f} % of the voxels predicted foreground (p >= 0.5), "
+        f"{100 * rows[0]['foreground_label']:.1f} % labelled"
+        for strategy, rows in results.items()
+    ]
+    return "\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def adapt(

@@ -85,6 +85,11 @@ def _table(result: Any, per_section: bool) -> str:
     lines.append(f"{'mean':>8}" + "".join(f"{mean[k]:>9.4f}" for k in SECTION_METRICS))
     vol = result.volume()
     lines.append(f"3D (whole volume, prob >= {result.threshold:g}): Dice {vol['Dice']:.4f}  IoU {vol['IoU']:.4f}")
+    fg = result.foreground()
+    lines.append(
+        f"foreground fraction: predicted {fg['foreground']:.4f} (prob >= {result.threshold:g}), "
+        f"labelled {fg['foreground_label']:.4f}"
+    )
     return "\n".join(lines)
 
 
@@ -107,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             "voxel_size": voxel_size,
             "mean": result.mean(),
             "volume": result.volume(),
+            "foreground": result.foreground(),
         }
         if args.per_section:
             out["per_section"] = result.rows()

@@ -87,6 +87,15 @@ class Evaluation:
         c = self.counts
         return {"Dice": c.dice, "IoU": c.iou}
 
+    def foreground(self) -> dict[str, float]:
+        """Whole-volume ``{"foreground", "foreground_label"}``: the fraction of voxels predicted foreground
+        (``prob >= threshold``) and labelled foreground. A predicted fraction well above the labelled one is
+        over-segmentation at the threshold, well below it under-segmentation (what a high mAP beside a lower IoU
+        often points at). Both 0.0 for an empty evaluation."""
+        c = self.counts
+        n = c.total
+        return {"foreground": (c.tp + c.fp) / n if n else 0.0, "foreground_label": (c.tp + c.fn) / n if n else 0.0}
+
 
 def _check_threshold(threshold: float) -> float:
     t = float(threshold)

@@ -133,24 +133,26 @@ def evaluate_network(net: nn.Module, image: Any, label: Any, *, roi_size: Sequen
             ``overlap``, ``device``, ``amp``, ``sections_per_batch``, ``tta``).
 
     Returns:
-        ``{"mAP", "F1", "MCC", "IoU"}`` as floats.
+        ``{"mAP", "F1", "MCC", "IoU", "foreground", "foreground_label"}`` as floats: the protocol's metrics and the
+        fractions of voxels predicted (``p >= 0.5``) and labelled foreground
+        (:meth:`mtbio.metrics.Evaluation.foreground`).
     """
-    from mtbio.metrics import em_metrics
+    from mtbio.metrics import evaluate
 
     if tuple(image.shape) != tuple(label.shape):
         raise ValueError(f"image shape {tuple(image.shape)} != label shape {tuple(label.shape)}")
     prob = predict_in_memory(net, image, roi_size=roi_size, **kwargs)
-    metrics = em_metrics(prob, np.asarray(label[:]) > 0)
-    return {k: float(v) for k, v in metrics.items()}
+    scored = evaluate(prob, np.asarray(label[:]) > 0)
+    return {k: float(v) for k, v in {**scored.mean(), **scored.foreground()}.items()}
 
 
 class TargetValidation:
     """An ignite handler that evaluates the teacher on a labelled target split every ``interval`` iterations
     and at the end of training.
 
-    Results go to ``engine.state.metrics`` as ``target_mAP``, ``target_F1``, ``target_MCC``, ``target_IoU`` and
-    are appended to :attr:`history` (``{"iteration", "mAP", "F1", "MCC", "IoU"}``). Nothing selects a checkpoint
-    on them.
+    Results (:func:`evaluate_network`'s keys) go to ``engine.state.metrics`` as ``target_mAP``, ``target_F1``,
+    ``target_MCC``, ``target_IoU``, ``target_foreground``, ``target_foreground_label`` and are appended to
+    :attr:`history` (``{"iteration", "mAP", ...}``). Nothing selects a checkpoint on them.
 
     Args:
         image: (Z, Y, X) target image volume.

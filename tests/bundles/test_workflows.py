@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,9 +68,15 @@ def test_train_infer_evaluate(bundle, tmp_path):
         expected = em_metrics(open_prediction_store(stores[s]).foreground(), label)
         assert results[s][0]["IoU"] == pytest.approx(expected["IoU"])
         assert results[s][0]["mAP"] == pytest.approx(expected["mAP"])
+        stored = np.asarray(open_prediction_store(stores[s]).foreground()[:])
+        predicted = (stored / 255 if stored.dtype == np.uint8 else stored) >= 0.5  # uint8 stores hold p * 255
+        assert results[s][0]["foreground"] == pytest.approx(predicted.mean())
+        assert results[s][0]["foreground_label"] == pytest.approx(label.mean())
     saved = json.loads((runs / "results.json").read_text())["results"]
     assert saved == results
-    assert "| masktwins | 1 |" in (runs / "results.md").read_text()
+    md = (runs / "results.md").read_text()
+    assert "| masktwins | 1 |" in md
+    assert f"- masktwins: {100 * results['masktwins'][0]['foreground']:.1f} % of the voxels predicted" in md
     if bundle != "masktwins_em3d":  # (em3d's test network is an override, not the bundle's network_def)
         net = load_bundle_network(root)  # models/model.pt of the copy, no opt-in needed
         teacher = torch.load(root / "models" / "masktwins.pt", weights_only=True)["teacher"]

@@ -53,6 +53,8 @@ def test_prediction_store_json(tmp_path, capsys, dtype: str) -> None:
     stored = encode_probability(p, dtype)
     assert out["mean"] == pytest.approx(em_metrics(stored, label), abs=1e-12)
     assert out["volume"] == pytest.approx(volume_metrics(stored, label), abs=1e-12)
+    decoded = stored.astype(np.float64) / 255 if dtype == "uint8" else stored.astype(np.float64)
+    assert out["foreground"] == pytest.approx({"foreground": (decoded >= 0.5).mean(), "foreground_label": label.mean()})
     assert out["per_section"] == [pytest.approx(r, abs=1e-12) for r in em_metrics_per_section(stored, label)]
     assert out["sections"] == 4 and out["shape"] == [4, 40, 56] and out["voxel_size"] == [5.0, 5.0, 5.0]
 
@@ -69,7 +71,9 @@ def test_table_output(tmp_path, capsys) -> None:
     want = em_metrics(np.rint(p * 255).astype(np.uint8), label)
     assert [float(v) for v in mean_row.split()[1:]] == pytest.approx([want[k] for k in want], abs=6e-5)
     assert sum(line.split()[0].isdigit() for line in lines) == 4
-    assert "Dice" in lines[-1]
+    assert "Dice" in lines[-2]
+    fg = (np.rint(p * 255).astype(np.uint8) >= 128).mean()  # u8 / 255 >= 0.5
+    assert lines[-1] == f"foreground fraction: predicted {fg:.4f} (prob >= 0.5), labelled {label.mean():.4f}"
 
 
 def test_plain_volume_with_key(tmp_path, capsys) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mtbio.metrics import confusion_counts, em_metrics, em_metrics_per_section, evaluate, volume_metrics
+from mtbio.metrics import Evaluation, confusion_counts, em_metrics, em_metrics_per_section, evaluate, volume_metrics
 
 from ._oracle import as_float64
 
@@ -107,6 +107,18 @@ def test_volume_metrics_match_numpy_formula(kind: str, threshold: float) -> None
     assert (counts.tp, counts.fp, counts.fn, counts.total) == (tp, fp, fn, label.size)
     # the one-pass evaluation sums the same counts from its per-section pass
     assert evaluate(prob, label, threshold=threshold).volume() == pytest.approx(got, abs=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["uint8", "float16", "float64"])
+def test_foreground_fractions_match_numpy(kind: str) -> None:
+    """Evaluation.foreground(): the predicted (at the threshold, uint8 decoded as u8 / 255) and labelled fractions
+    over the whole volume, from the same pass; 0.0 for an evaluation with no sections."""
+    prob, label = _volume(kind, seed=5)
+    for threshold in (0.5, 0.3):
+        got = evaluate(prob, label, threshold=threshold, block_sections=3).foreground()
+        assert got["foreground"] == pytest.approx((as_float64(prob) >= threshold).mean(), abs=1e-15)
+        assert got["foreground_label"] == pytest.approx(label.mean(), abs=1e-15)
+    assert Evaluation().foreground() == {"foreground": 0.0, "foreground_label": 0.0}
 
 
 def test_volume_metrics_empty_prediction_and_label() -> None:

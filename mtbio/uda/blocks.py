@@ -42,6 +42,7 @@ __all__ = [
     "needs_object_sizes",
     "nm_to_voxels",
     "object_diameter",
+    "predicted_diameter",
     "resolve_mask_block",
 ]
 
@@ -301,24 +302,59 @@ def measure_object_sizes(
         sections: sections per domain (2D).
         window: largest in-plane extent read, px.
     """
+    roi = tuple(int(r) for r in roi_size)
+    d_src, n_src = label_diameter(source_label, roi_size=roi, sections=sections, window=window)
+    d_tgt, n_tgt = predicted_diameter(
+        network, target_image, roi_size=roi, device=device, sections=sections, window=window
+    )
+    return ObjectSizes(d_src, d_tgt, n_src, n_tgt)
+
+
+def predicted_diameter(
+    network: Any,
+    image: Any,
+    *,
+    roi_size: Sequence[int],
+    device: Any = "cpu",
+    sections: int = ESTIMATE_SECTIONS,
+    window: int = ESTIMATE_WINDOW,
+    tta: str | None = None,
+) -> tuple[float | None, int]:
+    """:func:`object_diameter` of ``network``'s predictions (``p >= 0.5``) on :func:`measure_object_sizes`'s fixed
+    sample of the ``(Z, Y, X)`` volume ``image`` (the target side of the measurement).
+
+    Args:
+        network: ``(B, 1 + 2k, *spatial) -> (B, 2, *spatial)`` logits; a 2.5D network sees each sampled section with
+            its true neighbours.
+        image: the volume (numpy array or lazy ``Volume``, e.g. a :class:`~mtbio.data.resample.ResampledVolume`).
+        roi_size: the sliding window of the prediction, 2D or 3D.
+        device: where the network runs.
+        sections, window: the sample (:func:`measure_object_sizes`).
+        tta: test-time augmentation of the prediction (``None`` = :func:`~mtbio.uda.evaluate.predict_in_memory`'s
+            default).
+
+    Returns:
+        ``(diameter, n_objects)``; ``(None, 0)`` when the network finds no object.
+    """
     from mtbio.networks.context import context_of
     from mtbio.uda.evaluate import predict_in_memory
 
     roi = tuple(int(r) for r in roi_size)
-    d_src, n_src = label_diameter(source_label, roi_size=roi, sections=sections, window=window)
+    kwargs: dict[str, Any] = {"roi_size": roi, "device": device}
+    if tta is not None:
+        kwargs["tta"] = tta
     k = context_of(network)
     if k and len(roi) == 2:  # a 2.5D network: each sampled section predicted with its true neighbours
         prob = np.stack(
             [
-                predict_in_memory(network, sub.astype(np.float32), roi_size=roi, device=device)[k]
-                for sub in _context_sample(target_image, k, sections, window)
+                predict_in_memory(network, sub.astype(np.float32), **kwargs)[k]
+                for sub in _context_sample(image, k, sections, window)
             ]
         )
     else:
-        image = _sample(target_image, len(roi), roi, sections, window).astype(np.float32)
-        prob = predict_in_memory(network, image, roi_size=roi, device=device)
-    d_tgt, n_tgt = object_diameter(prob >= 0.5)
-    return ObjectSizes(d_src, d_tgt, n_src, n_tgt)
+        sample = _sample(image, len(roi), roi, sections, window).astype(np.float32)
+        prob = predict_in_memory(network, sample, **kwargs)
+    return object_diameter(prob >= 0.5)
 
 
 def label_diameter(

@@ -68,3 +68,16 @@ def test_tiny_smoke_run(tmp_path):
     assert bench.main(["--tiny", "--estimator-only", "--out", str(tmp_path / "out")]) == 0
     rows = json.loads((tmp_path / "out" / "estimator.json").read_text())
     assert [r["scale"] for r in rows] == [0.5, 2.0] and all(r["rule"] in ("objects", "source") for r in rows)
+    # the zoom search reads the seeds' source-only starts the run left in OUT/pretrain
+    try:
+        assert bench.main(["--tiny", "--out", str(tmp_path / "out"), "--zoom-search", "--threads", "2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    search = json.loads((tmp_path / "out" / "zoom_search.json").read_text())
+    assert [(r["scale"], r["seed"]) for r in search] == [(0.5, 0), (2.0, 0)]
+    for r in search:
+        assert len(r["rows"]) == 9 and set(r["chosen"]) == {"score", "diameter"}
+        assert all(row["crop"][0] % 16 == 0 and row["crop"][0] <= 64 * row["zoom"] + 16 for row in r["rows"])
+    assert "| 0.5 | 0 |" in (tmp_path / "out" / "zoom_search.md").read_text()
+    with pytest.raises(SystemExit, match="seed1.pt"):
+        bench.main(["--tiny", "--out", str(tmp_path / "out"), "--zoom-search", "--first-seed", "1", "--threads", "2"])

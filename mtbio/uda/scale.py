@@ -166,7 +166,7 @@ def zoom_search(
             network, view, crop_size=(crop, crop), n_crops=n_crops, seed=seed, block_size=block_size,
             source_fraction=f_src, device=device,
         )  # fmt: skip
-        d, n = predicted_diameter(network, view, roi_size=tuple(min(r, plane) for r in roi), device=device, tta="none")
+        d, n = predicted_diameter(network, view, roi_size=roi, device=device, tta="none")  # small sections: padded
         signals = {k: getattr(score, k) for k in ("score", "collapsed", "foreground_fraction", "flip_dice")}
         signals.update(view_dice=score.view_dice, adjacent_dice=score.adjacent_dice)
         rows.append(ZoomRow(zoom=z, **signals, diameter=d, n_objects=n, crop=[crop, crop]))

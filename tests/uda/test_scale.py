@@ -87,3 +87,13 @@ def test_zoom_search_refuses_bad_zooms(zooms):
 def test_zoom_search_refuses_a_2d_target():
     with pytest.raises(ValueError, match="Z, Y, X"):
         zoom_search(BrightIsForeground(), discs(20.0)[0], discs(40.0) > 0)
+
+
+def test_zoom_search_with_a_unet_on_sections_smaller_than_its_window():
+    # a 77 px section (not a multiple of the U-Net's 16) is padded by the sliding window, not cropped to fit
+    from mtbio.networks import get_network
+
+    torch.manual_seed(0)
+    net = get_network("small_unet", 2)
+    found = zoom_search(net, discs(20.0, size=154), discs(40.0) > 0, zooms=(0.5,), roi_size=(96, 96), n_crops=2)
+    assert len(found.rows) == 1 and found.rows[0].crop == [64, 64] and 0.0 <= found.rows[0].score <= 1.0

@@ -21,6 +21,7 @@ Flips and rot90 apply to every channel alike; the order of the channels is never
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,6 +75,11 @@ class CropSampler:
         in_memory: read every volume into memory once (fast for small data); otherwise crops are sliced lazily.
         context_sections: 2D crops only: ``k`` adjacent sections on each side as further channels (module
             docstring); 0 = the section alone.
+        zoom: scale augmentation, 2D crops only: each crop shows its section zoomed in-plane by a factor drawn
+            log-uniformly from ``[1 / zoom, zoom]`` (a window of ``crop / factor`` px, clipped to the smallest
+            section, resampled to the crop: linear for the image after a Gaussian pre-filter when shrinking,
+            nearest for the label), so objects appear at sizes from ``1 / zoom`` to ``zoom`` times their own; 1 = off
+            (no extra random draw: crop sequences are unchanged).
 
     Calling ``sampler(i)`` returns ``{"image": float32 (B, 1 + 2k, *crop_size), "label": int64 (B, 1, *crop_size)}``
     (``"label"`` only with labels), on the CPU.
@@ -96,6 +102,7 @@ class CropSampler:
         max_retries: int = 10,
         in_memory: bool = False,
         context_sections: int = 0,
+        zoom: float = 1.0,
     ) -> None:
         imgs = [images] if hasattr(images, "shape") else list(images)
         if not imgs:
@@ -119,6 +126,11 @@ class CropSampler:
                 f"context_sections {self.context} (adjacent sections as channels) needs 2D crops (H, W), got the 3D "
                 f"crop {self.crop_size}"
             )
+        self.zoom = float(zoom)
+        if not (math.isfinite(self.zoom) and self.zoom >= 1.0):
+            raise ValueError(f"zoom must be a finite number >= 1 (1 = no scale augmentation), got {zoom}")
+        if self.zoom > 1.0 and self.spatial_dims != 2:
+            raise ValueError(f"zoom (in-plane scale augmentation) needs 2D crops (H, W), got {self.crop_size}")
         if accept is not None and labs is None:
             raise ValueError("foreground rejection (accept=...) needs label volumes")
         for k, img in enumerate(imgs):
@@ -141,31 +153,40 @@ class CropSampler:
         self.accept = accept
         self.max_retries = int(max_retries)
         self.stats = [image_stats(v, self.spatial_dims) for v in imgs]
+        self._plane = tuple(min(int(v.shape[axis]) for v in imgs) for axis in (1, 2))  # the smallest section
         # volumes drawn with probability proportional to their number of voxels
         sizes = np.array([float(np.prod(v.shape)) for v in imgs])
         self._volume_p = sizes / sizes.sum()
 
-    def _draw(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
+    def _window(self, rng: np.random.Generator) -> tuple[int, ...]:
+        """The extent read for one crop: the crop itself, or ``crop / factor`` with scale augmentation."""
+        if self.zoom == 1.0:
+            return self.crop_size
+        factor = math.exp(rng.uniform(-math.log(self.zoom), math.log(self.zoom)))
+        return tuple(max(1, min(int(round(c / factor)), p)) for c, p in zip(self.crop_size, self._plane))
+
+    def _draw(self, rng: np.random.Generator, window: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
         v = int(rng.choice(len(self.images), p=self._volume_p))
         shape = self.images[v].shape
         if self.spatial_dims == 2:
             z = int(rng.integers(0, shape[0]))
-            origin = (z, *(int(rng.integers(0, s - c + 1)) for s, c in zip(shape[1:], self.crop_size)))
+            origin = (z, *(int(rng.integers(0, s - c + 1)) for s, c in zip(shape[1:], window)))
         else:
-            origin = tuple(int(rng.integers(0, s - c + 1)) for s, c in zip(shape, self.crop_size))
+            origin = tuple(int(rng.integers(0, s - c + 1)) for s, c in zip(shape, window))
         return v, origin
 
-    def _slices(self, origin: tuple[int, ...]) -> tuple[Any, ...]:
+    def _slices(self, origin: tuple[int, ...], window: tuple[int, ...]) -> tuple[Any, ...]:
         if self.spatial_dims == 2:
             z, y, x = origin
-            return (z, slice(y, y + self.crop_size[0]), slice(x, x + self.crop_size[1]))
-        return tuple(slice(o, o + c) for o, c in zip(origin, self.crop_size))
+            return (z, slice(y, y + window[0]), slice(x, x + window[1]))
+        return tuple(slice(o, o + c) for o, c in zip(origin, window))
 
     def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
         label = None
+        window = self._window(rng)
         for _ in range(self.max_retries):
-            v, origin = self._draw(rng)
-            sl = self._slices(origin)
+            v, origin = self._draw(rng, window)
+            sl = self._slices(origin, window)
             if self.labels is not None:
                 label = np.asarray(self.labels[v][sl]) > 0
                 if self.accept is not None and not self.accept(label):
@@ -179,6 +200,8 @@ class CropSampler:
             image = np.stack([zscore(volume[(int(z), *rest)], mean[z], std[z], precision=np.float64) for z in sections])
         else:
             image = zscore(self.images[v][sl], mean[k], std[k], precision=np.float64)
+        if window != self.crop_size:
+            image, label = _resize(image, label, self.crop_size)
         if self.augment:
             image, label = self._geometric(rng, image, label)
         return image, label
@@ -206,3 +229,19 @@ class CropSampler:
         if self.labels is not None:
             out["label"] = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].astype(np.int64))
         return out
+
+
+def _resize(image: np.ndarray, label: np.ndarray | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``image`` (..., h, w) resampled to ``size`` (linear, Gaussian pre-filter on shrinking axes) and ``label``
+    (h, w) by nearest neighbour (scale augmentation of :class:`CropSampler`)."""
+    from scipy import ndimage
+
+    factors = [t / s for t, s in zip(size, image.shape[-2:])]
+    sigma = [0.0] * (image.ndim - 2) + [max(0.0, (1.0 / f - 1.0) / 2.0) for f in factors]
+    src = ndimage.gaussian_filter(image, sigma, mode="nearest") if any(sigma) else image
+    lead = [1.0] * (image.ndim - 2)
+    out = ndimage.zoom(src, lead + factors, order=1, mode="nearest", grid_mode=True)
+    lab = None
+    if label is not None:
+        lab = ndimage.zoom(label.astype(np.uint8), factors, order=0, mode="nearest", grid_mode=True) > 0
+    return out.astype(image.dtype, copy=False), lab

@@ -43,6 +43,7 @@ def build_trainer(
     distributed: bool = False,
     init_state: Mapping[str, torch.Tensor] | None = None,
     context_sections: int = 0,
+    source_zoom: float = 1.0,
 ) -> UDATrainer:
     """A :class:`UDATrainer` with crop samplers over (Z, Y, X) volumes (or lists of volumes).
 
@@ -57,7 +58,8 @@ def build_trainer(
     ``state_dict``, e.g. of a source-pretrained network) is loaded into the network before the teacher is made
     from it, so student and teacher both start from it. ``context_sections`` (``k``, 2D crops only) gives the crops
     ``k`` adjacent sections on each side as further channels and a named network ``1 + 2k`` input channels; the
-    network is marked with it (:func:`mtbio.networks.context.with_context`).
+    network is marked with it (:func:`mtbio.networks.context.with_context`). ``source_zoom`` (> 1, 2D crops) zooms
+    every source crop in-plane by a factor log-uniform in ``[1 / source_zoom, source_zoom]`` (``CropSampler`` ``zoom``).
     """
     spec = strategy_spec(config.strategy)
     spatial_dims = len(tuple(crop_size))
@@ -75,6 +77,7 @@ def build_trainer(
             in_memory=in_memory,
             accept=source_accept,
             context_sections=context_sections,
+            zoom=source_zoom,
         )
     if spec.uses_target:
         if target_image is None:

@@ -11,6 +11,7 @@ the MaskTwins teacher's mAP rose from 78.9 at 800 to 85.4 at 3200 iterations, an
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -45,6 +46,11 @@ class Recipe:
         context_sections: 2.5D input of a 2D network: k adjacent sections on each side as further input channels
             (1 + 2k; the ends of a volume replicated); recorded in the weights, which every prediction reads it
             from. 0 = the section alone. 2D crops only.
+        source_zoom: scale augmentation of the source crops (pre-training and strategy), 2D crops only: each shows
+            its section zoomed in-plane by a factor log-uniform in ``[1 / source_zoom, source_zoom]``
+            (:class:`~mtbio.data.sampling.CropSampler` ``zoom``), for a target whose voxel size is unknown and whose
+            objects may look smaller or larger than the source's. 1 (default) = off: the validated recipe has a known
+            voxel size; docs/uda.md "Robustness to object scale" has the measurement.
     """
 
     network: str = "unet"
@@ -60,6 +66,7 @@ class Recipe:
     score_crops: int = 16
     score_crop_size: int = 256
     context_sections: int = 0
+    source_zoom: float = 1.0
 
     #: earlier flag spellings kept working (field -> extra option strings)
     CLI_ALIASES: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -97,6 +104,10 @@ class Recipe:
             raise ValueError(f"context_sections must be an int >= 0, got {self.context_sections!r}")
         if self.context_sections < 0:
             raise ValueError(f"context_sections must be >= 0 (0 = the section alone), got {self.context_sections}")
+        if not (math.isfinite(float(self.source_zoom)) and float(self.source_zoom) >= 1.0):
+            raise ValueError(f"source_zoom must be a number >= 1 (1 = no scale augmentation), got {self.source_zoom}")
+        if float(self.source_zoom) > 1.0 and len(crop) != 2:
+            raise ValueError(f"source_zoom (in-plane scale augmentation) needs a 2D crop, got {self.crop_size}")
         if self.context_sections and len(crop) != 2:
             raise ValueError(
                 f"context_sections {self.context_sections} (adjacent sections as input channels) is for 2D networks; "

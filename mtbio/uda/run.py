@@ -238,6 +238,15 @@ class RunResult:
         return record.build_network(self.weights)
 
 
+#: logged (WARNING) when a strategy adapts to a target whose voxel size is unknown
+UNKNOWN_TARGET_SCALE = (
+    "the target's voxel size is unknown: its objects are taken to look about as large as the source's. Measured "
+    "(docs/uda.md 'Robustness to object scale'): with objects 2.5x smaller MaskTwins still adapts, with objects 2x "
+    "larger both source-only and MaskTwins fail (IoU < 1 %). Give the target's voxel size when you know it "
+    "(mtbio adapt --voxel-size Z Y X, mtbio train --target-voxel-size Z Y X, or the file's metadata)."
+)
+
+
 def run_training(spec: RunSpec) -> RunResult:
     """Run (or resume, or reuse) the training ``spec`` describes; see the module docstring.
 
@@ -272,6 +281,8 @@ def run_training(spec: RunSpec) -> RunResult:
         resample=spec.resample,
     )
     _info(log, f"voxel size: {grid.note}")
+    if uses.uses_target and spec.target_image is not None and grid.target_voxel_size is None and _rank() == 0:
+        log.warning(UNKNOWN_TARGET_SCALE)
     fraction = _foreground_fraction(spec.source_label) if need_source else None
     sample = _score_sample(spec, grid, vs) if _rank() == 0 else None
     init_state, parent = _start_state(spec)
@@ -467,6 +478,7 @@ class _Stage:
             distributed=spec.distributed,
             init_state=init_state,
             context_sections=recipe.context_sections,
+            source_zoom=recipe.source_zoom,
         )
         meta = self.meta(grid, parent, fraction, pretrained)
         if rank == 0:
@@ -690,7 +702,8 @@ def _start_state(spec: RunSpec) -> tuple[dict[str, torch.Tensor] | None, str | N
 
 
 def _cached_pretrain(path: Path, recipe: Recipe, seed: int) -> Path | None:
-    """``path`` when it holds a finished pre-training of this recipe (iterations, seed, crop), else ``None``."""
+    """``path`` when it holds a finished pre-training of this recipe (iterations, seed, crop, context, source zoom),
+    else ``None``."""
     if not path.is_file():
         return None
     from mtbio.networks.weights import WeightsError, read_weights
@@ -702,6 +715,7 @@ def _cached_pretrain(path: Path, recipe: Recipe, seed: int) -> Path | None:
     same = record.iteration == recipe.pretrain_iterations and record.strategy == Strategy.SOURCE_ONLY.value
     same = same and record.seed == seed and record.crop == list(recipe.crop)
     same = same and record.context_sections == recipe.context_sections
+    same = same and float((record.extra.get("recipe") or {}).get("source_zoom", 1.0)) == float(recipe.source_zoom)
     return path if same else None
 
 

@@ -18,8 +18,13 @@ of its predictions (:func:`mtbio.uda.blocks.predicted_diameter`). Two readings o
   d_src)|`` smallest; non-collapsed rows with at least :data:`MIN_OBJECTS` objects).
 
 The apparent scale is ``1 / z``: objects in the target look ``1 / z`` times as large (in pixels) as in the source.
-Which reading recovers the true scale is measured by ``benchmarks/scale_robustness.py --zoom-search``; this module is
-not yet called by the training run (the run still resolves blocks by :mod:`mtbio.uda.blocks`' rules).
+
+Measured (``benchmarks/scale_robustness.py --zoom-search``, Lucchi++ zoomed x0.4 / 0.5 / 1 / 2 with its voxel size
+dropped, the 800-iteration source-only starts of 3 seeds): the ``"score"`` reading lands within a factor sqrt 2 of
+the true scale in 4 of 12 cases, ``"diameter"`` in 6 of 12. A model trained at one scale scores well over a wide band
+of zooms and predicts objects of a preferred size, so neither reading sets a scale, and the training run does not call
+this search (it resolves blocks by :mod:`mtbio.uda.blocks`' rules and warns that the target's scale is assumed). It
+stays as the measuring tool for a scale-robust source model.
 """
 
 from __future__ import annotations

@@ -173,8 +173,10 @@ def _spec(out: Path, **kw) -> RunSpec:
     return RunSpec(out=out, config=UDAConfig(**kw.pop("config", {})), recipe=recipe, progress=False, **data, **kw)
 
 
-def test_known_voxel_size_gives_nm_blocks_recorded_in_config_and_weights(tmp_path: Path):
-    result = run_training(_spec(tmp_path / "run", source_voxel_size=(20.0,) * 3, target_voxel_size=(20.0,) * 3))
+def test_known_voxel_size_gives_nm_blocks_recorded_in_config_and_weights(tmp_path: Path, caplog):
+    with caplog.at_level("INFO", logger="mtbio.train"):
+        result = run_training(_spec(tmp_path / "run", source_voxel_size=(20.0,) * 3, target_voxel_size=(20.0,) * 3))
+    assert not any("voxel size is unknown" in r.getMessage() for r in caplog.records)  # known: no warning
     record = read_weights(result.weights)
     assert record.config["block_size"] == 8 and record.config["block_nm"] == 160.0  # 160 nm / 20 nm
     assert record.extra["mask_block"]["rule"] == "nm" and record.extra["mask_block"]["voxels"] == [8, 8]
@@ -207,6 +209,8 @@ def test_unknown_voxel_size_measures_objects_once_and_a_rerun_keeps_the_block(tm
     assert calls == [(32, 32)]
     assert result.mask_block["rule"] == "objects" and result.mask_block["voxels"] == [6, 6]  # 8 px x 15 / 20
     assert any("mask blocks 6 x 6 px" in r.getMessage() for r in caplog.records)
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "voxel size is unknown" in r.getMessage()]
+    assert len(warned) == 1 and "--voxel-size" in warned[0].getMessage()  # the user is told the scale is assumed
     assert read_weights(result.weights).config["block_size"] == 6
     pre = read_weights(tmp_path / "run" / "pretrain" / "final.pt")  # the source-only start: not measured
     assert pre.extra["mask_block"]["rule"] == "source" and pre.config["block_size"] == 8

@@ -32,6 +32,8 @@ def _other_value(name: str, tp, default) -> tuple[list[str], object]:
     """(flag words, expected field value) giving ``name`` a value other than its default."""
     flag = "--" + name.replace(".", "-").replace("_", "-")
     inner, _ = _optional(tp)
+    if name == "source_zoom":  # >= 1 only (a zoom range)
+        return [flag, "2.0"], 2.0
     if inner is bool:
         return ([f"--no-{flag[2:]}"] if default else [flag]), not default
     if isinstance(inner, type) and issubclass(inner, enum.Enum):
@@ -162,6 +164,7 @@ def test_recipe_defaults_are_the_validated_benchmark_recipe():
         ran["score_crop_size"],
         ran["context_sections"],
     )
+    assert r.source_zoom == ran.get("source_zoom", 1.0)  # no scale augmentation in the validated run
     typing.get_type_hints(Recipe)  # the annotations resolve
 
 

@@ -67,3 +67,29 @@ def test_zoom_needs_2d_crops():
     with pytest.raises(ValueError, match="source_zoom"):
         Recipe(source_zoom=0.5)
     assert Recipe().source_zoom == 1.0  # off by default: the validated recipe knows its voxel size
+
+
+def test_run_training_records_source_zoom_and_never_reuses_a_pretraining_of_another(tmp_path):
+    import dataclasses
+
+    from mtbio.networks.weights import read_weights
+    from mtbio.uda.config import UDAConfig
+    from mtbio.uda.recipe import PRETRAIN_SEED_OFFSET
+    from mtbio.uda.run import RunSpec, _cached_pretrain, run_training
+
+    label = _discs(diameter=8.0, size=64, sections=4)
+    image = (label * 60 + np.random.default_rng(0).normal(100, 10, label.shape)).astype(np.float32)
+    recipe = Recipe(
+        network="small_unet", iterations=2, pretrain_iterations=2, crop_size=32, batch_size=2, score_crops=0,
+        source_zoom=2.0,
+    )  # fmt: skip
+    spec = RunSpec(
+        out=tmp_path / "run", config=UDAConfig(block_size=8), recipe=recipe, progress=False,
+        source_image=image, source_label=label, target_image=(255 - image).astype(np.float32),
+    )  # fmt: skip
+    result = run_training(spec)
+    assert read_weights(result.weights).extra["recipe"]["source_zoom"] == 2.0
+    pre = spec.pretrain_weights_path
+    assert read_weights(pre).extra["recipe"]["source_zoom"] == 2.0
+    assert _cached_pretrain(pre, recipe, PRETRAIN_SEED_OFFSET) == pre  # the same recipe reuses it
+    assert _cached_pretrain(pre, dataclasses.replace(recipe, source_zoom=1.0), PRETRAIN_SEED_OFFSET) is None

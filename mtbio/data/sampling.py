@@ -30,6 +30,7 @@ import torch
 
 from mtbio.data.context import check_context, context_indices
 from mtbio.data.normalize import image_stats, zscore
+from mtbio.data.resample import ResampledVolume
 
 __all__ = ["CropSampler", "MinForeground", "image_stats", "stream_rng"]
 
@@ -77,8 +78,8 @@ class CropSampler:
             docstring); 0 = the section alone.
         zoom: scale augmentation, 2D crops only: each crop shows its section zoomed in-plane by a factor drawn
             log-uniformly from ``[1 / zoom, zoom]`` (a window of ``crop / factor`` px, clipped to the smallest
-            section, resampled to the crop: linear for the image after a Gaussian pre-filter when shrinking,
-            nearest for the label), so objects appear at sizes from ``1 / zoom`` to ``zoom`` times their own; 1 = off
+            section, resampled to the crop by :class:`~mtbio.data.resample.ResampledVolume`: linear after a
+            Gaussian pre-filter when shrinking, the label thresholded at 0.5), so objects appear at sizes from ``1 / zoom`` to ``zoom`` times their own; 1 = off
             (no extra random draw: crop sequences are unchanged).
 
     Calling ``sampler(i)`` returns ``{"image": float32 (B, 1 + 2k, *crop_size), "label": int64 (B, 1, *crop_size)}``
@@ -232,16 +233,10 @@ class CropSampler:
 
 
 def _resize(image: np.ndarray, label: np.ndarray | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """``image`` (..., h, w) resampled to ``size`` (linear, Gaussian pre-filter on shrinking axes) and ``label``
-    (h, w) by nearest neighbour (scale augmentation of :class:`CropSampler`)."""
-    from scipy import ndimage
-
-    factors = [t / s for t, s in zip(size, image.shape[-2:])]
-    sigma = [0.0] * (image.ndim - 2) + [max(0.0, (1.0 / f - 1.0) / 2.0) for f in factors]
-    src = ndimage.gaussian_filter(image, sigma, mode="nearest") if any(sigma) else image
-    lead = [1.0] * (image.ndim - 2)
-    out = ndimage.zoom(src, lead + factors, order=1, mode="nearest", grid_mode=True)
-    lab = None
-    if label is not None:
-        lab = ndimage.zoom(label.astype(np.uint8), factors, order=0, mode="nearest", grid_mode=True) > 0
+    """``image`` (..., h, w) and ``label`` (h, w) resampled in-plane to ``size`` (scale augmentation of
+    :class:`CropSampler`) by :class:`mtbio.data.resample.ResampledVolume`: linear, Gaussian anti-aliasing on
+    shrinking axes; the label interpolated the same way and thresholded at 0.5, as the training grid does."""
+    factors = tuple(t / s for t, s in zip(size, image.shape[-2:]))
+    out = ResampledVolume(image, factors, shape=size)[...]
+    lab = None if label is None else ResampledVolume(label, factors, shape=size, label=True)[...]
     return out.astype(image.dtype, copy=False), lab

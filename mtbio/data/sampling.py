@@ -79,8 +79,8 @@ class CropSampler:
         zoom: scale augmentation, 2D crops only: each crop shows its section zoomed in-plane by a factor drawn
             log-uniformly from ``[1 / zoom, zoom]`` (a window of ``crop / factor`` px, clipped to the smallest
             section, resampled to the crop by :class:`~mtbio.data.resample.ResampledVolume`: linear after a
-            Gaussian pre-filter when shrinking, the label thresholded at 0.5), so objects appear at sizes from ``1 / zoom`` to ``zoom`` times their own; 1 = off
-            (no extra random draw: crop sequences are unchanged).
+            Gaussian pre-filter when shrinking, the label thresholded at 0.5), so objects appear at sizes from
+            ``1 / zoom`` to ``zoom`` times their own; 1 = off (no extra random draw: crop sequences are unchanged).
 
     Calling ``sampler(i)`` returns ``{"image": float32 (B, 1 + 2k, *crop_size), "label": int64 (B, 1, *crop_size)}``
     (``"label"`` only with labels), on the CPU.

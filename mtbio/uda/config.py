@@ -132,7 +132,8 @@ class UDAConfig:
         consistency: what that loss compares (:class:`ConsistencyForm`): ``PROBABILITIES`` (MSE of softmax
             probabilities, the default) or ``LOGITS`` (MSE of logits, the authors' code). Measured on VNC III ->
             Lucchi++ with a small U-Net, the unbounded logit MSE drove MaskTwins to all-background (IoU 0.011 vs
-            0.410 with probabilities, one seed; docs/uda.md).
+            0.410 with probabilities, one seed; docs/uda.md); with ``unet`` on the 3200-iteration schedule the
+            logit form cost 7.0 IoU on the design split (one seed, docs/uda.md "The pair's own knobs").
         mask_ratio: ratio r of hidden blocks; ``None`` = the strategy's default (0.7 MIC, 0.5 pairs).
         block_size: mask block size b in voxels, an int or one per spatial axis (anisotropic 3D e.g. (4, 16, 16)),
             used as given; ``None`` (default) = the block follows the data's scale, resolved by the training run
@@ -144,7 +145,8 @@ class UDAConfig:
             its derivation are logged and recorded (``mask_block`` in config.json and the weights record).
         block_nm: the mask block edge in nm that ``block_size=None`` resolves (per axis); 160 nm = 32 px at
             Lucchi++'s 5 nm, the validated VNC III -> Lucchi++ block (about half a median mitochondrion's diameter
-            in a section there).
+            in a section there); 80 and 320 nm each cost ~3 IoU on the design split at 3200 iterations (one seed,
+            docs/uda.md "The pair's own knobs").
         pl_weighting: pseudo-label weighting (:class:`PseudoLabelWeighting`).
         dice_weight: weight of a soft Dice loss added to the supervised cross-entropy (0 = CE only).
         pl_dice_weight: weight of a (voxel-weighted) soft Dice loss of the foreground added to every pseudo-label

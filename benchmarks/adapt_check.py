@@ -7,7 +7,8 @@ labels), the label-free choice against the source-only start, the streaming pred
 report, in ``OUT/seed<k>/`` (resumable: run the same command again). The delivered weights
 (``selected.json["checkpoint"]``) are then scored with labels on the Lucchi++ test sections (``Train_*``, the EPFL
 testing volume), as ``benchmarks/uda_em2d.py`` and ``benchmarks/model_selection.py`` score theirs
-(:func:`mtbio.uda.evaluate.evaluate_network`, ``--eval-roi`` windows, per-section metrics, mean over sections).
+(:func:`mtbio.uda.evaluate.evaluate_network`, ``--eval-roi`` windows, per-section metrics, mean over sections), with
+the tools' test-time augmentation by default (``--tta``; a seed scored with another one is scored again).
 
 The comparison is the benchmark's MaskTwins on the same seeds: the last checkpoint of the ``masktwins`` runs of a
 ``benchmarks/model_selection.py`` pool (``--pool OUT/pool.jsonl``, direction ``vnc3_to_lucchi``; its runs are the
@@ -38,6 +39,8 @@ from _common import METRICS, mean_std  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from mtbio.inference.settings import TOOL_DEFAULTS, TTA
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="folder holding vnc3/ and lucchi_pp/ (release layouts)")
     p.add_argument("--out", type=Path, required=True)
@@ -46,6 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pool", type=Path, default=None, help="a model_selection.py pool.jsonl holding the benchmark runs")
     p.add_argument("--eval-roi", type=int, default=384, help="sliding-window size of the labelled evaluation")
     p.add_argument("--eval-sections", type=int, default=None, help="score only the first N test sections")
+    p.add_argument(
+        "--tta",
+        default=TOOL_DEFAULTS.tta.value,
+        choices=[t.value for t in TTA],
+        help="test-time augmentation of the labelled scoring (default: the tools', TOOL_DEFAULTS.tta: %(default)s, "
+        "as benchmarks/uda_em2d.py scores; runs before 2026-12-06 scored with none)",
+    )
     p.add_argument("--iterations", type=int, default=None, help="override the Recipe's (smoke runs only)")
     p.add_argument("--pretrain-iterations", type=int, default=None, help="override the Recipe's (smoke runs only)")
     p.add_argument("--threads", type=int, default=2)
@@ -53,8 +63,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def benchmark_masktwins(pool: Path | None, direction: str = "vnc3_to_lucchi") -> dict[int, dict[str, Any]]:
-    """The last measured checkpoint of every healthy ``masktwins`` run of ``direction`` in a pool, by seed."""
+def benchmark_masktwins(
+    pool: Path | None, direction: str = "vnc3_to_lucchi", tta: str = "none"
+) -> dict[int, dict[str, Any]]:
+    """The last measured checkpoint of every healthy ``masktwins`` run of ``direction`` in a pool, by seed.
+
+    Only rows evaluated with the test-time augmentation ``tta`` count (rows without the key were evaluated without
+    it), so that the delivered models and the benchmark's are scored alike.
+    """
     if pool is None or not pool.is_file():
         return {}
     last: dict[int, dict[str, Any]] = {}
@@ -63,6 +79,8 @@ def benchmark_masktwins(pool: Path | None, direction: str = "vnc3_to_lucchi") ->
             continue
         row = json.loads(line)
         if row.get("direction") != direction or row.get("strategy") != "masktwins" or row.get("kind") != "healthy":
+            continue
+        if row.get("tta", "none") != tta:
             continue
         seed = int(row["seed"])
         if seed not in last or int(row["iteration"]) > int(last[seed]["iteration"]):
@@ -114,7 +132,12 @@ def run_seed(args: argparse.Namespace, pair: Any, seed: int) -> dict[str, Any]:
         image, label = image[: args.eval_sections], label[: args.eval_sections]
     t0 = time.perf_counter()
     metrics = evaluate_network(
-        net, np.asarray(image[:]), np.asarray(label[:]) > 0, roi_size=(args.eval_roi,) * 2, device=args.device
+        net,
+        np.asarray(image[:]),
+        np.asarray(label[:]) > 0,
+        roi_size=(args.eval_roi,) * 2,
+        device=args.device,
+        tta=args.tta,
     )
     return {
         "seed": seed,
@@ -131,7 +154,20 @@ def run_seed(args: argparse.Namespace, pair: Any, seed: int) -> dict[str, Any]:
         "wall_this_call": wall,
         "eval_sec": time.perf_counter() - t0,
         "checkpoint": str(checkpoint),
+        "tta": args.tta,
     }
+
+
+def scored_rows(rows_file: Path, tta: str) -> dict[int, dict[str, Any]]:
+    """The seeds already scored in ``rows_file`` with the test-time augmentation ``tta``, by seed (the last row wins).
+
+    A seed scored with another one (rows without the key were scored without it) is left out, so that it is scored
+    again; its adapt run resumes as finished and only the labelled scoring runs.
+    """
+    if not rows_file.is_file():
+        return {}
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
+    return {int(r["seed"]): r for r in rows if r.get("tta", "none") == tta}
 
 
 def report(rows: list[dict[str, Any]], bench: dict[int, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
@@ -157,7 +193,11 @@ def markdown(summary: dict[str, Any], bench: dict[int, dict[str, Any]], args: ar
         "# `mtbio adapt` with defaults, VNC III -> Lucchi++ (delivered model on the Train_* test sections)",
         "",
         f"Command: `python benchmarks/adapt_check.py --data {args.data} --out {args.out}"
-        + (f" --pool {args.pool}`" if args.pool else "`"),
+        + (f" --pool {args.pool}" if args.pool else "")
+        + f" --tta {args.tta}`",
+        "",
+        f"Labelled scoring with test-time augmentation `{args.tta}` (the delivered model and the "
+        "benchmark's rows alike).",
         "",
         "| seed | delivered | iteration | label-free score (source-only) | IoU | mAP | F1 | MCC "
         "| benchmark MaskTwins IoU (last) | s/iter pre-train / MaskTwins | adapt wall (s) |",
@@ -196,9 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     pair = em2d_pair(args.data, direction="vnc3_to_lucchi")
     rows_file = args.out / "rows.jsonl"
-    done = {}
-    if rows_file.is_file():
-        done = {r["seed"]: r for r in map(json.loads, rows_file.read_text().splitlines()) if r}
+    done = scored_rows(rows_file, args.tta)
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         if seed not in done:
@@ -208,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             done[seed] = row
             print(f"seed {seed}: delivered {row['delivered']} IoU {100 * row['IoU']:.1f}", flush=True)
         rows.append(done[seed])
-    bench = benchmark_masktwins(args.pool)
+    bench = benchmark_masktwins(args.pool, tta=args.tta)
     summary = report(rows, bench, args)
     (args.out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     (args.out / "results.md").write_text(markdown(summary, bench, args))

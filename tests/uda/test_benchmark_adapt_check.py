@@ -34,14 +34,14 @@ def test_benchmark_rows_are_the_last_masktwins_checkpoint_per_seed(tmp_path):
     pool = tmp_path / "pool.jsonl"
     pool.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     bench = chk.benchmark_masktwins(pool)
-    assert sorted(bench) == [0, 1]
+    assert sorted(bench) == [0, 1]  # rows without "tta" were scored without it
     assert bench[0]["iteration"] == 800 and bench[0]["IoU"] == 0.64 and bench[1]["IoU"] == 0.66
     assert chk.benchmark_masktwins(tmp_path / "missing.jsonl") == {} and chk.benchmark_masktwins(None) == {}
 
 
 def test_summary_compares_on_the_same_seeds():
     bench = {0: _pool_row(0, 800, 0.64), 1: _pool_row(1, 800, 0.66)}
-    args = types.SimpleNamespace(data="DATA", out="OUT", pool="POOL")
+    args = types.SimpleNamespace(data="DATA", out="OUT", pool="POOL", tta="flips")
     ok = chk.report([_adapt_row(0, 0.635), _adapt_row(1, 0.66)], bench, args)
     assert ok["adapt_IoU"][0] == pytest.approx(64.75) and ok["benchmark_IoU"][0] == pytest.approx(65.0)
     assert ok["difference_IoU"] == pytest.approx(-0.25) and ok["within_1_or_better"] is True
@@ -52,3 +52,32 @@ def test_summary_compares_on_the_same_seeds():
     table = chk.markdown(worse, bench, args)
     assert "| 1 | source_only | 800 | 0.800 (0.700) | 62.0 |" in table and "0.080 / 0.300" in table
     assert "within 1 point or better: False" in table
+    assert "--tta flips`" in table and "test-time augmentation `flips`" in table
+
+
+def test_benchmark_rows_count_only_the_same_tta(tmp_path):
+    rows = [
+        _pool_row(0, 800, 0.64), {**_pool_row(0, 800, 0.70), "tta": "flips"},
+        {**_pool_row(1, 800, 0.66), "tta": "none"},
+    ]  # fmt: skip
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert {s: r["IoU"] for s, r in chk.benchmark_masktwins(pool).items()} == {0: 0.64, 1: 0.66}
+    assert {s: r["IoU"] for s, r in chk.benchmark_masktwins(pool, tta="flips").items()} == {0: 0.70}
+
+
+def test_seeds_scored_with_another_tta_are_scored_again(tmp_path):
+    rows_file = tmp_path / "rows.jsonl"
+    assert chk.scored_rows(rows_file, "flips") == {}
+    rows = [_adapt_row(0, 0.70), {**_adapt_row(1, 0.72), "tta": "flips"}, {**_adapt_row(2, 0.71), "tta": "none"}]
+    rows_file.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    assert sorted(chk.scored_rows(rows_file, "flips")) == [1]
+    assert sorted(chk.scored_rows(rows_file, "none")) == [0, 2]
+
+
+def test_tta_defaults_to_the_tools():
+    from mtbio.inference.settings import TOOL_DEFAULTS
+
+    args = chk.parse_args(["--data", "D", "--out", "O"])
+    assert args.tta == TOOL_DEFAULTS.tta.value
+    assert chk.parse_args(["--data", "D", "--out", "O", "--tta", "none"]).tta == "none"

@@ -11,10 +11,26 @@ import numpy as np
 
 from mtbio.metrics.table import METRICS, results_table
 
-__all__ = ["METRICS", "acceptance", "mean_std", "summarize", "timed_fit"]
+__all__ = ["METRICS", "acceptance", "add_tta_argument", "mean_std", "summarize", "timed_fit"]
 
 #: the markdown table of mean ± sample std over seeds (``mtbio.metrics.table.results_table``)
 summarize = results_table
+
+
+def add_tta_argument(parser: Any, help: str) -> None:
+    """Add ``--tta``, the test-time augmentation of a benchmark's labelled scoring.
+
+    Choices: :class:`mtbio.inference.settings.TTA`; default: the tools' (``TOOL_DEFAULTS.tta``); ``help`` follows
+    "test-time augmentation " in the help text.
+    """
+    from mtbio.inference.settings import TOOL_DEFAULTS, TTA
+
+    parser.add_argument(
+        "--tta",
+        default=TOOL_DEFAULTS.tta.value,
+        choices=[t.value for t in TTA],
+        help=f"test-time augmentation {help}",
+    )
 
 
 def timed_fit(trainer: Any) -> float:

@@ -35,12 +35,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import METRICS, mean_std  # noqa: E402
+from _common import METRICS, add_tta_argument, mean_std  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from mtbio.inference.settings import TOOL_DEFAULTS, TTA
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="folder holding vnc3/ and lucchi_pp/ (release layouts)")
     p.add_argument("--out", type=Path, required=True)
@@ -49,12 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pool", type=Path, default=None, help="a model_selection.py pool.jsonl holding the benchmark runs")
     p.add_argument("--eval-roi", type=int, default=384, help="sliding-window size of the labelled evaluation")
     p.add_argument("--eval-sections", type=int, default=None, help="score only the first N test sections")
-    p.add_argument(
-        "--tta",
-        default=TOOL_DEFAULTS.tta.value,
-        choices=[t.value for t in TTA],
-        help="test-time augmentation of the labelled scoring (default: the tools', TOOL_DEFAULTS.tta: %(default)s, "
-        "as benchmarks/uda_em2d.py scores; runs before 2026-12-06 scored with none)",
+    add_tta_argument(
+        p,
+        "of the labelled scoring (default: the tools', TOOL_DEFAULTS.tta: %(default)s, as benchmarks/uda_em2d.py "
+        "scores; runs before 2026-12-06 scored with none)",
     )
     p.add_argument("--iterations", type=int, default=None, help="override the Recipe's (smoke runs only)")
     p.add_argument("--pretrain-iterations", type=int, default=None, help="override the Recipe's (smoke runs only)")

@@ -57,7 +57,8 @@ TARGET_IOU = 0.69
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from mtbio.inference.settings import TOOL_DEFAULTS, TTA
+    from _common import add_tta_argument
+
     from mtbio.uda.config import UDAConfig
     from mtbio.uda.options import add_config_arguments
     from mtbio.uda.recipe import Recipe
@@ -74,12 +75,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--eval-sections", type=int, default=None, help="score only the first N test sections")
     p.add_argument("--eval-roi", type=int, default=384, help="sliding-window size at evaluation")
-    p.add_argument(
-        "--tta",
-        default=TOOL_DEFAULTS.tta.value,
-        choices=[t.value for t in TTA],
-        help="test-time augmentation at evaluation only (default: the tools', TOOL_DEFAULTS.tta: %(default)s; the "
-        "tables of 2026-11-27 were measured with none)",
+    add_tta_argument(
+        p,
+        "at evaluation only (default: the tools', TOOL_DEFAULTS.tta: %(default)s; the tables of 2026-11-27 were "
+        "measured with none)",
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")

@@ -19,6 +19,9 @@ Example::
 
     python benchmarks/adapt_check.py --data ../shared/data --out runs/adapt_check --pool runs/pool2/pool.jsonl
 
+(the pool's rows count only when scored with the same ``--tta``: pools of ``model_selection.py`` default to ``none``,
+this script to the tools' ``flips``; a pool without such rows is reported, not compared.)
+
 Writes ``OUT/results.json`` and ``OUT/results.md``.
 """
 
@@ -154,6 +157,19 @@ def run_seed(args: argparse.Namespace, pair: Any, seed: int) -> dict[str, Any]:
     }
 
 
+def pool_warning(pool: Path | None, bench: dict[int, dict[str, Any]], tta: str) -> str | None:
+    """The message for a ``--pool`` that holds no MaskTwins row scored with ``tta`` (``None`` when there is no
+    pool or it has such rows): ``benchmarks/model_selection.py`` pools are scored with ``none`` by default."""
+    if pool is None or bench:
+        return None
+    if not pool.is_file():
+        return f"--pool {pool}: no such file; the delivered models are not compared with the benchmark's"
+    return (
+        f"--pool {pool}: no healthy vnc3_to_lucchi masktwins row scored with --tta {tta}; the delivered models are "
+        f"not compared with the benchmark's (score both alike: this script's --tta, or a pool built with --tta {tta})"
+    )
+
+
 def scored_rows(rows_file: Path, tta: str) -> dict[int, dict[str, Any]]:
     """The seeds already scored in ``rows_file`` with the test-time augmentation ``tta``, by seed (the last row wins).
 
@@ -212,6 +228,8 @@ def markdown(summary: dict[str, Any], bench: dict[int, dict[str, Any]], args: ar
         )
     m, s = summary["adapt_IoU"]
     lines += ["", f"`mtbio adapt` delivered: IoU {m:.1f} ± {s:.1f} over {len(summary['rows'])} seeds."]
+    if summary.get("pool_warning"):
+        lines.append(f"Not compared: {summary['pool_warning']}.")
     if summary.get("benchmark_seeds"):
         bm, bs = summary["benchmark_IoU"]
         bench_text = "-" if b is None else f"{100 * b['IoU']:.1f} ({b['iteration']})"
@@ -231,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     pair = em2d_pair(args.data, direction="vnc3_to_lucchi")
+    bench = benchmark_masktwins(args.pool, tta=args.tta)
+    warning = pool_warning(args.pool, bench, args.tta)
+    if warning:  # said before the hours of training, and again in the report
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     rows_file = args.out / "rows.jsonl"
     done = scored_rows(rows_file, args.tta)
     rows = []
@@ -242,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             done[seed] = row
             print(f"seed {seed}: delivered {row['delivered']} IoU {100 * row['IoU']:.1f}", flush=True)
         rows.append(done[seed])
-    bench = benchmark_masktwins(args.pool, tta=args.tta)
     summary = report(rows, bench, args)
+    if warning:
+        summary["pool_warning"] = warning
     (args.out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     (args.out / "results.md").write_text(markdown(summary, bench, args))
     print(markdown(summary, bench, args))

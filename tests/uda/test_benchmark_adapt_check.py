@@ -81,3 +81,17 @@ def test_tta_defaults_to_the_tools():
     args = chk.parse_args(["--data", "D", "--out", "O"])
     assert args.tta == TOOL_DEFAULTS.tta.value
     assert chk.parse_args(["--data", "D", "--out", "O", "--tta", "none"]).tta == "none"
+
+
+def test_a_pool_without_rows_of_the_same_tta_is_reported(tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text(json.dumps(_pool_row(0, 800, 0.64)) + "\n")  # scored without TTA
+    bench = chk.benchmark_masktwins(pool, tta="flips")
+    msg = chk.pool_warning(pool, bench, "flips")
+    assert bench == {} and str(pool) in msg and "--tta flips" in msg
+    assert chk.pool_warning(pool, chk.benchmark_masktwins(pool), "none") is None
+    assert chk.pool_warning(None, {}, "flips") is None
+    assert "no such file" in chk.pool_warning(tmp_path / "missing.jsonl", {}, "flips")
+    args = types.SimpleNamespace(data="DATA", out="OUT", pool=pool, tta="flips")
+    summary = {**chk.report([_adapt_row(0, 0.70)], bench, args), "pool_warning": msg}
+    assert f"Not compared: {msg}." in chk.markdown(summary, bench, args)

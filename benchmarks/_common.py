@@ -11,7 +11,7 @@ import numpy as np
 
 from mtbio.metrics.table import METRICS, results_table
 
-__all__ = ["METRICS", "acceptance", "add_tta_argument", "mean_std", "summarize", "timed_fit"]
+__all__ = ["METRICS", "acceptance", "add_planes_argument", "add_tta_argument", "mean_std", "summarize", "timed_fit"]
 
 #: the markdown table of mean ± sample std over seeds (``mtbio.metrics.table.results_table``)
 summarize = results_table
@@ -30,6 +30,23 @@ def add_tta_argument(parser: Any, help: str) -> None:
         default=TOOL_DEFAULTS.tta.value,
         choices=[t.value for t in TTA],
         help=f"test-time augmentation {help}",
+    )
+
+
+def add_planes_argument(parser: Any, help: str) -> None:
+    """Add ``--planes``, the planes a 2D network predicts a benchmark's labelled volume along (ortho-plane consensus,
+    :mod:`mtbio.inference.planes`).
+
+    Choices: :class:`mtbio.inference.settings.Planes`; default: the tools' (``TOOL_DEFAULTS.planes``); ``help``
+    follows "planes " in the help text.
+    """
+    from mtbio.inference.settings import TOOL_DEFAULTS, Planes
+
+    parser.add_argument(
+        "--planes",
+        default=TOOL_DEFAULTS.planes.value,
+        choices=[m.value for m in Planes],
+        help=f"planes {help}",
     )
 
 

@@ -8,7 +8,8 @@ report, in ``OUT/seed<k>/`` (resumable: run the same command again). The deliver
 (``selected.json["checkpoint"]``) are then scored with labels on the Lucchi++ test sections (``Train_*``, the EPFL
 testing volume), as ``benchmarks/uda_em2d.py`` and ``benchmarks/model_selection.py`` score theirs
 (:func:`mtbio.uda.evaluate.evaluate_network`, ``--eval-roi`` windows, per-section metrics, mean over sections), with
-the tools' test-time augmentation by default (``--tta``; a seed scored with another one is scored again).
+the tools' test-time augmentation and planes by default (``--tta``, ``--planes``; a seed scored otherwise is scored
+again).
 
 The comparison is the benchmark's MaskTwins on the same seeds: the last checkpoint of the ``masktwins`` runs of a
 ``benchmarks/model_selection.py`` pool (``--pool OUT/pool.jsonl``, direction ``vnc3_to_lucchi``; its runs are the
@@ -19,8 +20,9 @@ Example::
 
     python benchmarks/adapt_check.py --data ../shared/data --out runs/adapt_check --pool runs/pool2/pool.jsonl
 
-(the pool's rows count only when scored with the same ``--tta``: pools of ``model_selection.py`` default to ``none``,
-this script to the tools' ``flips``; a pool without such rows is reported, not compared.)
+(the pool's rows count only when scored with the same ``--tta`` and ``--planes``: pools of ``model_selection.py``
+are scored ``none`` / ``xy``, this script defaults to the tools' ``flips`` / ``auto``; a pool without such rows is
+reported, not compared.)
 
 Writes ``OUT/results.json`` and ``OUT/results.md``.
 """
@@ -38,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import METRICS, add_tta_argument, mean_std  # noqa: E402
+from _common import METRICS, add_planes_argument, add_tta_argument, mean_std  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,6 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "of the labelled scoring (default: the tools', TOOL_DEFAULTS.tta: %(default)s, as benchmarks/uda_em2d.py "
         "scores; runs before 2026-12-06 scored with none)",
     )
+    add_planes_argument(
+        p,
+        "a 2D network predicts the test sections along in the labelled scoring (default: the tools', "
+        "TOOL_DEFAULTS.planes: %(default)s; runs before 2026-12-06 scored xy)",
+    )
     p.add_argument("--iterations", type=int, default=None, help="override the Recipe's (smoke runs only)")
     p.add_argument("--pretrain-iterations", type=int, default=None, help="override the Recipe's (smoke runs only)")
     p.add_argument("--threads", type=int, default=2)
@@ -62,13 +69,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def same_scoring(row: dict[str, Any], tta: str, planes: str = "xy") -> bool:
+    """Whether ``row`` was scored with the test-time augmentation ``tta`` and along ``planes`` (rows without the keys
+    were scored without TTA, section by section)."""
+    return row.get("tta", "none") == tta and row.get("planes", "xy") == planes
+
+
 def benchmark_masktwins(
-    pool: Path | None, direction: str = "vnc3_to_lucchi", tta: str = "none"
+    pool: Path | None, direction: str = "vnc3_to_lucchi", tta: str = "none", planes: str = "xy"
 ) -> dict[int, dict[str, Any]]:
     """The last measured checkpoint of every healthy ``masktwins`` run of ``direction`` in a pool, by seed.
 
-    Only rows evaluated with the test-time augmentation ``tta`` count (rows without the key were evaluated without
-    it), so that the delivered models and the benchmark's are scored alike.
+    Only rows evaluated with the test-time augmentation ``tta`` and along ``planes`` count (:func:`same_scoring`), so
+    that the delivered models and the benchmark's are scored alike.
     """
     if pool is None or not pool.is_file():
         return {}
@@ -79,7 +92,7 @@ def benchmark_masktwins(
         row = json.loads(line)
         if row.get("direction") != direction or row.get("strategy") != "masktwins" or row.get("kind") != "healthy":
             continue
-        if row.get("tta", "none") != tta:
+        if not same_scoring(row, tta, planes):
             continue
         seed = int(row["seed"])
         if seed not in last or int(row["iteration"]) > int(last[seed]["iteration"]):
@@ -137,6 +150,8 @@ def run_seed(args: argparse.Namespace, pair: Any, seed: int) -> dict[str, Any]:
         roi_size=(args.eval_roi,) * 2,
         device=args.device,
         tta=args.tta,
+        planes=args.planes,
+        voxel_size=(pair.voxel_size or {}).get("target"),
     )
     return {
         "seed": seed,
@@ -154,32 +169,36 @@ def run_seed(args: argparse.Namespace, pair: Any, seed: int) -> dict[str, Any]:
         "eval_sec": time.perf_counter() - t0,
         "checkpoint": str(checkpoint),
         "tta": args.tta,
+        "planes": args.planes,
     }
 
 
-def pool_warning(pool: Path | None, bench: dict[int, dict[str, Any]], tta: str) -> str | None:
-    """The message for a ``--pool`` that holds no MaskTwins row scored with ``tta`` (``None`` when there is no
-    pool or it has such rows): ``benchmarks/model_selection.py`` pools are scored with ``none`` by default."""
+def pool_warning(pool: Path | None, bench: dict[int, dict[str, Any]], tta: str, planes: str = "xy") -> str | None:
+    """The message for a ``--pool`` that holds no MaskTwins row scored with ``tta`` along ``planes`` (``None`` when
+    there is no pool or it has such rows): ``benchmarks/model_selection.py`` pools are scored with ``none``, ``xy``
+    by default."""
     if pool is None or bench:
         return None
     if not pool.is_file():
         return f"--pool {pool}: no such file; the delivered models are not compared with the benchmark's"
     return (
-        f"--pool {pool}: no healthy vnc3_to_lucchi masktwins row scored with --tta {tta}; the delivered models are "
-        f"not compared with the benchmark's (score both alike: this script's --tta, or a pool built with --tta {tta})"
+        f"--pool {pool}: no healthy vnc3_to_lucchi masktwins row scored with --tta {tta} --planes {planes}; the "
+        "delivered models are not compared with the benchmark's (score both alike: this script's --tta / --planes, or "
+        f"a pool built with --tta {tta} --planes {planes})"
     )
 
 
-def scored_rows(rows_file: Path, tta: str) -> dict[int, dict[str, Any]]:
-    """The seeds already scored in ``rows_file`` with the test-time augmentation ``tta``, by seed (the last row wins).
+def scored_rows(rows_file: Path, tta: str, planes: str = "xy") -> dict[int, dict[str, Any]]:
+    """The seeds already scored in ``rows_file`` with the test-time augmentation ``tta`` along ``planes``, by seed
+    (the last row wins).
 
-    A seed scored with another one (rows without the key were scored without it) is left out, so that it is scored
-    again; its adapt run resumes as finished and only the labelled scoring runs.
+    A seed scored otherwise (:func:`same_scoring`) is left out, so that it is scored again; its adapt run resumes as
+    finished and only the labelled scoring runs.
     """
     if not rows_file.is_file():
         return {}
     rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
-    return {int(r["seed"]): r for r in rows if r.get("tta", "none") == tta}
+    return {int(r["seed"]): r for r in rows if same_scoring(r, tta, planes)}
 
 
 def report(rows: list[dict[str, Any]], bench: dict[int, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
@@ -206,10 +225,10 @@ def markdown(summary: dict[str, Any], bench: dict[int, dict[str, Any]], args: ar
         "",
         f"Command: `python benchmarks/adapt_check.py --data {args.data} --out {args.out}"
         + (f" --pool {args.pool}" if args.pool else "")
-        + f" --tta {args.tta}`",
+        + f" --tta {args.tta} --planes {args.planes}`",
         "",
-        f"Labelled scoring with test-time augmentation `{args.tta}` (the delivered model and the "
-        "benchmark's rows alike).",
+        f"Labelled scoring with test-time augmentation `{args.tta}`, planes `{args.planes}` (the delivered model and "
+        "the benchmark's rows alike).",
         "",
         "| seed | delivered | iteration | label-free score (source-only) | IoU | mAP | F1 | MCC "
         "| benchmark MaskTwins IoU (last) | s/iter pre-train / MaskTwins | adapt wall (s) |",
@@ -249,12 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     pair = em2d_pair(args.data, direction="vnc3_to_lucchi")
-    bench = benchmark_masktwins(args.pool, tta=args.tta)
-    warning = pool_warning(args.pool, bench, args.tta)
+    bench = benchmark_masktwins(args.pool, tta=args.tta, planes=args.planes)
+    warning = pool_warning(args.pool, bench, args.tta, args.planes)
     if warning:  # said before the hours of training, and again in the report
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     rows_file = args.out / "rows.jsonl"
-    done = scored_rows(rows_file, args.tta)
+    done = scored_rows(rows_file, args.tta, args.planes)
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         if seed not in done:

@@ -57,7 +57,7 @@ TARGET_IOU = 0.69
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from _common import add_tta_argument
+    from _common import add_planes_argument, add_tta_argument
 
     from mtbio.uda.config import UDAConfig
     from mtbio.uda.options import add_config_arguments
@@ -79,6 +79,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p,
         "at evaluation only (default: the tools', TOOL_DEFAULTS.tta: %(default)s; the tables of 2026-11-27 were "
         "measured with none)",
+    )
+    add_planes_argument(
+        p,
+        "a 2D network predicts the test volume along at evaluation only (xy, xyz = ortho-plane consensus, auto = xyz "
+        "on an isotropic volume such as Lucchi++; default: the tools', TOOL_DEFAULTS.planes: %(default)s; tables "
+        "before 2026-12-06 were xy)",
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
@@ -107,6 +113,7 @@ def _eval_split(args: argparse.Namespace) -> tuple[Any, Any]:
     image, label = test.image, test.label
     if args.eval_sections:
         image, label = image[: args.eval_sections], label[: args.eval_sections]
+    args.eval_voxel_size = tuple(test.voxel_size)  # for --planes auto (a slice of the volume carries none)
     return image, label
 
 
@@ -117,7 +124,10 @@ def _score(net: Any, image: Any, label: Any, args: argparse.Namespace) -> dict[s
     from mtbio.uda.evaluate import evaluate_network
 
     roi = (args.eval_roi, args.eval_roi)
-    return evaluate_network(net, image, label, roi_size=roi, device=args.device, tta=args.tta)
+    return evaluate_network(
+        net, image, label, roi_size=roi, device=args.device, tta=args.tta, planes=args.planes,
+        voxel_size=getattr(args, "eval_voxel_size", None),
+    )  # fmt: skip
 
 
 def _load_results(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -159,6 +169,7 @@ def run_eval_only(args: argparse.Namespace) -> int:
         "checkpoints": str(args.checkpoints),
         "eval_data": str(args.eval_data),
         "tta": args.tta,
+        "planes": args.planes,
     }
     config["git"] = git_hash()
     _write_outputs(args.out, results, config)

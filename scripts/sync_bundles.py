@@ -3,8 +3,8 @@
 MONAI resolves a ``%file#id`` include relative to the working directory, so a portable bundle cannot include
 ``configs/``; instead this script copies each fragment's body into the bundle's config files between two marker
 lines, and regenerates ``configs/uda.yaml`` from :class:`mtbio.uda.config.UDAConfig`, ``configs/recipe.yaml`` from the
-:data:`RECIPE_IDS` fields of :class:`mtbio.uda.recipe.Recipe` (and the ``tta`` value of
-``configs/inference_shared.yaml`` from :data:`mtbio.inference.settings.TOOL_DEFAULTS`) first::
+:data:`RECIPE_IDS` fields of :class:`mtbio.uda.recipe.Recipe` (and the ``tta`` / ``planes`` values
+of ``configs/inference_shared.yaml`` from :data:`mtbio.inference.settings.TOOL_DEFAULTS`) first::
 
     # >>> generated from configs/uda.yaml by scripts/sync_bundles.py: edit there, not here
     ...
@@ -64,7 +64,7 @@ NOT_IN_BUNDLES = ("strategy",)
 #: the fragment whose top-level ids of :data:`TOOL_DEFAULT_IDS` are valued from :data:`TOOL_DEFAULTS`
 INFERENCE_FRAGMENT = "inference_shared.yaml"
 #: InferenceSettings fields that configs/inference_shared.yaml states with the tools' default
-TOOL_DEFAULT_IDS = ("tta",)
+TOOL_DEFAULT_IDS = ("tta", "planes")
 BEGIN = "# >>> generated from configs/{name} by scripts/sync_bundles.py: edit there, not here"
 END = "# <<< end of configs/{name}"
 WIDTH = 120

@@ -252,6 +252,7 @@ def predict(
     device: str | torch.device | None = UNSET,
     resample: bool = UNSET,
     tta: str = UNSET,
+    planes: str = UNSET,
 ) -> dict[str, Path]:
     """Predict ``image`` with each strategy's weights (``models_dir/<strategy>.pt``, the EMA teacher) through the
     streaming :func:`mtbio.inference.predict_volume`, into ``predictions_dir/<strategy>.zarr``.
@@ -268,9 +269,9 @@ def predict(
             the rule the weights record, else per section for 2D networks and per volume for 3D ones). With
             ``resample`` the image is predicted at the voxel size the weights were trained at and the prediction
             resampled back (:mod:`mtbio.inference.resampled`).
-        roi_size, overlap, normalize, batch_size, dtype, device, resample, tta: replace that field of ``settings``
-            (the bundle config's ``roi_size`` / ``overlap`` / ``normalize`` / ``device`` / ``tta``); ``roi_size`` is
-            required.
+        roi_size, overlap, normalize, batch_size, dtype, device, resample, tta, planes: replace that field of
+            ``settings`` (the bundle config's ``roi_size`` / ``overlap`` / ``normalize`` / ``device`` / ``tta`` /
+            ``planes``); ``roi_size`` is required.
 
     Returns:
         strategy -> prediction store.
@@ -292,6 +293,7 @@ def predict(
         device=device,
         resample=resample,
         tta=tta,
+        planes=planes,
     )
     volume = _as_volume(image, "image to predict")
     out: dict[str, Path] = {}
@@ -391,6 +393,7 @@ def adapt(
     overlap: float = UNSET,
     normalize: str | None = UNSET,
     tta: str = UNSET,
+    planes: str = UNSET,
     figure_sections: int = 3,
     context_sections: int | None = None,
 ) -> dict[str, Any]:
@@ -413,8 +416,8 @@ def adapt(
         device: training and prediction device.
         in_memory, stop_after, resample: as for :func:`train` (``resample`` also resamples the target to the
             delivered model's voxel size for the prediction).
-        roi_size, overlap, normalize, tta: the prediction's settings (the bundle's inference.yaml), replacing those
-            of :data:`~mtbio.inference.settings.TOOL_DEFAULTS`.
+        roi_size, overlap, normalize, tta, planes: the prediction's settings (the bundle's inference.yaml),
+            replacing those of :data:`~mtbio.inference.settings.TOOL_DEFAULTS`.
         figure_sections: target sections shown in the report.
         context_sections: 2.5D input, as for :func:`train`.
 
@@ -440,7 +443,9 @@ def adapt(
         **{k: v for k, v in given.items() if v is not None},  # None: the Recipe's value
     )
     network = network_for_context(network, recipe.context_sections)
-    settings = InferenceSettings.merged(TOOL_DEFAULTS, roi_size=roi_size, overlap=overlap, normalize=normalize, tta=tta)
+    settings = InferenceSettings.merged(
+        TOOL_DEFAULTS, roi_size=roi_size, overlap=overlap, normalize=normalize, tta=tta, planes=planes
+    )
     vs = dict(data.voxel_size or {})
     own = image is None or image is data.target_image  # the pair's target: its voxel size and description
     target = data.target_image if own else _as_volume(image, "image to adapt to")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mtbio.export.api import FORMATS
-from mtbio.inference.settings import TOOL_DEFAULTS, TTA
+from mtbio.inference.settings import TOOL_DEFAULTS, TTA, Planes
 
 
 def register(subparsers: Any) -> None:
@@ -57,6 +57,13 @@ def register(subparsers: Any) -> None:
         "and output log(mean probability); bioimageio records it in config.mtbio.tta for mtbio predict --model "
         f"(default: the tools' default, {TOOL_DEFAULTS.tta.value}; bioimageio then records nothing)",
     )
+    p.add_argument(
+        "--planes",
+        choices=[m.value for m in Planes],
+        help="bioimageio: record the planes mtbio predicts a volume along (mtbio.inference.settings."
+        "InferenceSettings.planes: xy, xyz = ortho-plane consensus, auto) in config.mtbio.planes for mtbio predict "
+        f"--model (default: nothing recorded; the tools' default is {TOOL_DEFAULTS.planes.value})",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -83,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         license=args.license,
         overwrite=args.overwrite,
         tta=args.tta,
+        planes=args.planes,
     )
     out = args.out
     if args.json:

@@ -191,7 +191,7 @@ def register(subparsers: Any) -> None:
 
 def _load_network(args: argparse.Namespace) -> tuple[Any, InferenceSettings, str | None]:
     """The network, the run's settings and the bundle's normalisation (``None``: not stated) of the command line; a
-    bundle's (or package's) ``roi_size`` / ``overlap`` / ``tta`` apply unless given on the command line."""
+    bundle's (or package's) ``roi_size`` / ``overlap`` / ``tta`` / ``planes`` apply unless given on the command line."""
     from mtbio.inference.model_io import bundle_inferer_settings, load_bundle_network, load_named_network
 
     model = getattr(args, "model", None)
@@ -210,13 +210,15 @@ def _load_network(args: argparse.Namespace) -> tuple[Any, InferenceSettings, str
         from_model["roi_size"] = package.roi
         if package.tta is not None:
             from_model["tta"] = package.tta
+        if package.planes is not None:
+            from_model["planes"] = package.planes
         bundle_normalize = "none" if package.normalize is None else package.normalize
     elif args.bundle is not None:
         network = load_bundle_network(args.bundle, args.checkpoint, trust=args.trust_bundle)
         stated = bundle_inferer_settings(args.bundle, trust=args.trust_bundle)
         bundle_roi = stated.get("roi_size")
         dims = len(given_roi) if given_roi else len(bundle_roi) if isinstance(bundle_roi, list | tuple) else 2
-        from_model.update({k: stated[k] for k in ("roi_size", "overlap", "tta") if stated.get(k) is not None})
+        from_model.update({k: stated[k] for k in ("roi_size", "overlap", "tta", "planes") if stated.get(k) is not None})
         bundle_normalize = None if stated.get("normalize") is None else str(stated["normalize"])
     else:
         dims = args.spatial_dims or (len(given_roi) if given_roi else 2)

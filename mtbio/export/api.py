@@ -44,6 +44,7 @@ def export_model(
     license: str = "CC-BY-4.0",
     overwrite: bool = False,
     tta: str | None = None,
+    planes: str | None = None,
 ) -> dict[str, Any]:
     """Export the network of ``weights`` as ``fmt`` into ``out`` and check it against PyTorch.
 
@@ -69,20 +70,32 @@ def export_model(
             is checked against it; ``None``: the tools' default (``TOOL_DEFAULTS.tta``). bioimageio: a given value is
             recorded as ``config.mtbio.tta`` (used by ``mtbio predict --model``; ``None`` records nothing, so the
             tools' default applies); the package's weights stay the plain network.
+        planes: bioimageio only: recorded as ``config.mtbio.planes`` (``"xy"``, ``"xyz"``, ``"auto"``;
+            :mod:`mtbio.inference.planes`) for ``mtbio predict --model``; ``None`` records nothing. An ONNX /
+            TorchScript file is the 2D network, which a consumer runs along the planes itself: ``planes`` other than
+            ``xy`` is refused there.
 
     Returns:
         a summary (format, path, roi, the check's largest difference, the bioimage.io test result ...).
 
     Raises:
         ValueError: an unknown format, an output of the wrong kind, a ``roi`` the network cannot take, an unknown
-            ``tta`` or ``flips_rot90`` with a ``roi`` that is not square in-plane.
+            ``tta`` or ``flips_rot90`` with a ``roi`` that is not square in-plane; ``planes`` ``xyz`` / ``auto`` for
+            ONNX / TorchScript, or ``xyz`` for a 3D network.
         FileExistsError: ``out`` exists and ``overwrite`` is false.
         MissingDependencyError: the ``export`` extra is not installed.
     """
     from mtbio.export.source import example_input, load_source, normalize_sample
-    from mtbio.inference.settings import TOOL_DEFAULTS, as_tta, check_tta_window
+    from mtbio.inference.settings import TOOL_DEFAULTS, Planes, as_planes, as_tta, check_tta_window
 
     mode = TOOL_DEFAULTS.tta if tta is None else as_tta(tta)
+    plane_mode = None if planes is None else as_planes(planes)
+    if plane_mode not in (None, Planes.XY) and fmt != "bioimageio":
+        raise ValueError(
+            f"--planes {plane_mode.value}: an {fmt} file holds the 2D network, which predicts one image; ortho-plane "
+            "consensus is how a volume is run through it (xy, xz and yz images, probabilities averaged). Export "
+            "--format bioimageio to record it for mtbio predict --model, or run the file along the three planes"
+        )
     out = Path(out)
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -127,6 +140,7 @@ def export_model(
                 zip_path=out.with_name(out.name + ".zip") if zip_package else None,
                 test=test,
                 tta=None if tta is None else mode,
+                planes=plane_mode,
             )
         )
     else:

@@ -29,7 +29,7 @@ import torch
 
 from mtbio.data.normalize import resolve_normalization
 from mtbio.export.source import NORM_EPS, Architecture, ExportSource, example_input, normalize_sample
-from mtbio.inference.settings import TTA, as_tta, check_tta_window
+from mtbio.inference.settings import TTA, Planes, as_planes, as_tta, check_tta_window
 
 __all__ = [
     "PackageModel",
@@ -89,7 +89,9 @@ def _voxel_unit(source: ExportSource) -> tuple[list[float] | None, str | None]:
     return [float(v) for v in vs], "nanometer"
 
 
-def _mtbio_config(source: ExportSource, roi: tuple[int, ...], tta: TTA | None = None) -> dict[str, Any]:
+def _mtbio_config(
+    source: ExportSource, roi: tuple[int, ...], tta: TTA | None = None, planes: Planes | None = None
+) -> dict[str, Any]:
     import mtbio
 
     rec = source.record
@@ -105,6 +107,7 @@ def _mtbio_config(source: ExportSource, roi: tuple[int, ...], tta: TTA | None = 
         "normalization": source.normalization,
         "roi_size": list(roi),
         "tta": None if tta is None else tta.value,
+        "planes": None if planes is None else planes.value,
         "context_sections": source.context_sections,
         "step": list(source.step),
         "output": "softmax probabilities, channel 1 = mitochondrion (network output: logits)",
@@ -144,6 +147,11 @@ def _readme(name: str, source: ExportSource, cfg: dict[str, Any], roi: tuple[int
         if cfg.get("tta") not in (None, "none")
         else ""
     )
+    if cfg.get("planes") not in (None, "xy"):
+        tta_use += (
+            f", and planes `{cfg['planes']}`: on an isotropic volume the 2D network also predicts its xz and yz images "
+            "and the three planes' probabilities are averaged (ortho-plane consensus); `--planes xy` turns it off"
+        )
 
     def value(v: Any) -> str:
         return "unknown" if v in (None, "", [], {}) else f"`{v}`"
@@ -213,6 +221,7 @@ def export_bioimageio(
     zip_path: str | os.PathLike | None = None,
     test: bool = True,
     tta: TTA | str | None = None,
+    planes: Planes | str | None = None,
 ) -> dict[str, Any]:
     """Write the package folder ``out`` (see the module docstring), validate it and optionally test and zip it.
 
@@ -231,6 +240,9 @@ def export_bioimageio(
             applies). Both weight formats stay the plain network
             (the pytorch_state_dict architecture is MONAI's class, which bioimage.io tools build; both must give
             ``test_output.npy``): bioimage.io tools predict without it.
+        planes: the planes mtbio predicts a volume along with this 2D network (:mod:`mtbio.inference.planes`),
+            recorded as ``config.mtbio.planes`` for ``mtbio predict --model`` (``None``: not recorded, the tools'
+            default applies); the weights stay the 2D network.
 
     Returns:
         a JSON-able summary: paths, formats, onnx parity, bioimage.io test status.
@@ -252,6 +264,9 @@ def export_bioimageio(
     tta = None if tta is None else as_tta(tta)
     if tta is not None:
         check_tta_window(tta, roi)
+    planes = None if planes is None else as_planes(planes)
+    if planes is Planes.XYZ and dims != 2:
+        raise ValueError(f"planes 'xyz' runs a 2D network along three planes; {source.path} holds a {dims}D network")
     if source.architecture is None:
         raise ValueError(
             f"{source.path}: the network is not an mtbio network (mtbio.networks.get_network), so the package cannot "
@@ -287,7 +302,7 @@ def export_bioimageio(
         summary["onnx_check"] = check_onnx(out / "model.onnx", network, checks)
         formats.append("onnx")
 
-    cfg = _mtbio_config(source, roi, tta)
+    cfg = _mtbio_config(source, roi, tta, planes)
     name = name or f"mtbio {cfg['strategy'] or 'trained'} {dims}D mitochondria EM {cfg['network'] or 'unet'}"
     (out / "README.md").write_text(_readme(name, source, cfg, roi, formats))
     rdf = _rdf(source, roi, cfg, name, description, authors, license, onnx, opset, out)
@@ -300,6 +315,7 @@ def export_bioimageio(
         format_version=str(descr.format_version),
         roi=list(roi),
         tta=None if tta is None else tta.value,
+        planes=None if planes is None else planes.value,
         files=sorted(p.name for p in out.iterdir()),
     )
     if test:
@@ -503,6 +519,7 @@ class PackageModel:
         voxel_size: nm per axis, or ``None``.
         tta: the test-time augmentation chosen at export (``config.mtbio.tta``: ``"flips"`` ...), or ``None`` (not
             stated: packages made elsewhere or before the field).
+        planes: the planes chosen at export (``config.mtbio.planes``: ``"xy"``, ``"xyz"``, ``"auto"``), or ``None``.
         mtbio: the ``config.mtbio`` block (empty for packages made elsewhere).
     """
 
@@ -527,6 +544,11 @@ class PackageModel:
             self.tta = None if tta is None else as_tta(tta).value
         except ValueError as err:
             raise ValueError(f"{rdf}: config.mtbio.tta: {err}") from None
+        planes = self.mtbio.get("planes")
+        try:
+            self.planes = None if planes is None else as_planes(planes).value
+        except ValueError as err:
+            raise ValueError(f"{rdf}: config.mtbio.planes: {err}") from None
 
 
 def load_package(path: str | os.PathLike) -> PackageModel:

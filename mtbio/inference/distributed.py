@@ -18,7 +18,7 @@ import torch
 from mtbio.data.normalize import Normalization
 from mtbio.inference.engine import BlockTask, Engine, plan_tasks, run_task
 from mtbio.inference.lock import acquire_store_lock
-from mtbio.inference.settings import TTA, UNSET, Activation, Blend, InferenceSettings
+from mtbio.inference.settings import TTA, UNSET, Activation, Blend, InferenceSettings, Planes
 from mtbio.inference.setup import ProgressFn, StopFn, prepare
 
 
@@ -58,6 +58,7 @@ def predict_volume_dask(
     voxel_size: Sequence[float] | None = UNSET,
     amp: bool = UNSET,
     tta: TTA | str = UNSET,
+    planes: Planes | str = UNSET,
     resume: bool = False,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
@@ -109,6 +110,7 @@ def predict_volume_dask(
         voxel_size=voxel_size,
         amp=amp,
         tta=tta,
+        planes=planes,
     )
     lock = acquire_store_lock(output)  # one writer per store (the client holds it for all workers)
     try:

@@ -146,12 +146,12 @@ def load_bundle_network(
 
 
 #: inferer settings a bundle may state: top-level ids (mtbio's inference.yaml) or inside ``inferer`` (model zoo)
-INFERER_SETTINGS = ("roi_size", "overlap", "normalize", "tta")
+INFERER_SETTINGS = ("roi_size", "overlap", "normalize", "tta", "planes")
 
 
 def bundle_inferer_settings(bundle: str | os.PathLike, *, trust: bool = False) -> dict[str, Any]:
-    """``roi_size``, ``overlap``, ``normalize`` and ``tta`` stated by a bundle (top level, else in ``inferer``), built
-    under the same trust rule as :func:`load_bundle_network`; absent ones are left out."""
+    """``roi_size``, ``overlap``, ``normalize``, ``tta`` and ``planes`` stated by a bundle (top level, else in
+    ``inferer``), built under the same trust rule as :func:`load_bundle_network`; absent ones are left out."""
     config, _ = bundle_config(bundle)
     inferer = config.get("inferer") if isinstance(config.get("inferer"), dict) else {}
     present = [

@@ -13,7 +13,7 @@ import torch
 from mtbio.data.normalize import Normalization
 from mtbio.inference.engine import BlockTask, plan_tasks, run_task, split_rows
 from mtbio.inference.lock import acquire_store_lock
-from mtbio.inference.settings import TTA, UNSET, Activation, Blend, InferenceSettings
+from mtbio.inference.settings import TTA, UNSET, Activation, Blend, InferenceSettings, Planes
 from mtbio.inference.setup import Prepared, ProgressFn, StopFn, prepare
 
 _DONE = object()
@@ -39,6 +39,7 @@ def predict_volume(
     voxel_size: Sequence[float] | None = UNSET,
     amp: bool = UNSET,
     tta: TTA | str = UNSET,
+    planes: Planes | str = UNSET,
     resume: bool = False,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
@@ -67,11 +68,14 @@ def predict_volume(
             every option below is described there; ``roi_size`` is required). ``resample`` / ``tolerance`` are
             not used here (see :func:`mtbio.inference.resampled.predict_at_model_voxel_size`).
         roi_size, overlap, mode, sigma_scale, batch_size, device, activation, dtype, chunks, block_shape, normalize,
-            voxel_size, amp, tta: replace the field of that name of ``settings`` (left out: the settings' value).
+            voxel_size, amp, tta, planes: replace the field of that name of ``settings`` (left out: the settings'
+            value).
             ``normalize="zscore"`` computes the whole-volume statistics out of core first, ``"zscore_section"``
             those of each section along axis 0; voxels are normalised before the zero padding. ``voxel_size`` is
             recorded in the store (default the source's). ``tta`` runs each window through
-            :class:`mtbio.inference.tta.TTAWrapper` (the store's config records it).
+            :class:`mtbio.inference.tta.TTAWrapper` (the store's config records it). ``planes`` ``xyz`` (or ``auto`` on
+            an isotropic volume) runs a 2D network on the xy, xz and yz images of 3D windows
+            (:class:`mtbio.inference.planes.OrthoPlanes`; the store's config records ``planes`` and ``window``).
         resume: continue an existing store written by the same model, config and input (finished blocks are
             skipped; the result is bitwise that of an uninterrupted run with the same batch size and device).
             A missing store is created.
@@ -107,6 +111,7 @@ def predict_volume(
         voxel_size=voxel_size,
         amp=amp,
         tta=tta,
+        planes=planes,
     )
     lock = acquire_store_lock(output)  # one writer per store: a second run fails here, at once
     try:

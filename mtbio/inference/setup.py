@@ -21,8 +21,9 @@ from mtbio.inference.blending import importance_map
 from mtbio.inference.engine import Engine, RepeatChannels, SectionWise
 from mtbio.inference.finite import FiniteCheck, can_hold_nonfinite, check_section_stats
 from mtbio.inference.model_io import model_hash
+from mtbio.inference.planes import OrthoPlanes, plane_window, resolve_planes
 from mtbio.inference.resume import Ledger, create_store, open_existing, reserve
-from mtbio.inference.settings import TTA, InferenceSettings
+from mtbio.inference.settings import TTA, InferenceSettings, Planes
 from mtbio.inference.sources import fingerprint, open_source
 from mtbio.inference.tta import with_tta
 from mtbio.inference.windows import Block, WindowGrid, iter_blocks, resolve_block_shape
@@ -147,7 +148,7 @@ def prepare(
 ) -> Prepared:
     """Validate a ``predict_volume`` request (see there) and open or create the store.
 
-    Uses the window, blending, normalisation, output, ``tta`` and ``voxel_size`` fields of ``settings``
+    Uses the window, blending, normalisation, output, ``tta``, ``planes`` and ``voxel_size`` fields of ``settings``
     (``resample`` and ``tolerance`` are :func:`mtbio.inference.resampled.predict_at_model_voxel_size`'s).
     ``normalize="auto"`` is mtbio's rule for the network's dims (:func:`mtbio.data.normalize.default_normalization`).
 
@@ -174,16 +175,19 @@ def prepare(
     if any(s < 1 for s in shape):
         raise ValueError(f"{where}: empty volume of shape {shape}")
     roi = tuple(roi_size)
-    section_wise = len(roi) == 2 and len(shape) == 3
-    if len(roi) != len(shape) and not section_wise:
+    # ortho-plane consensus: the 2D network on the xy, xz and yz images of 3D windows (mtbio.inference.planes)
+    ortho = resolve_planes(settings.planes, shape=shape, roi_dims=len(roi), voxel_size=voxel_size, where=where)
+    ortho = ortho is Planes.XYZ
+    section_wise = len(roi) == 2 and len(shape) == 3 and not ortho
+    if len(roi) != len(shape) and not section_wise and not ortho:
         raise ValueError(f"roi_size {roi} does not fit the {len(shape)}D volume {where} of shape {shape}")
     net_roi = roi
-    grid_roi = (1, *roi) if section_wise else roi
+    grid_roi = plane_window(roi, shape[0]) if ortho else (1, *roi) if section_wise else roi
     ov = overlap if isinstance(overlap, (int, float)) else tuple(overlap)
-    if section_wise and not isinstance(ov, (int, float)):
+    if (section_wise or ortho) and not isinstance(ov, (int, float)):
         if len(ov) != 2:
             raise ValueError(f"overlap {ov} must have 1 or 2 entries for a 2D roi_size")
-        ov = (0.0, *ov)
+        ov = (0.0 if section_wise else ov[0], *ov)
     grid = WindowGrid.build(shape, grid_roi, ov)
 
     norm: tuple[float, float] | tuple[np.ndarray, np.ndarray] | None
@@ -220,13 +224,22 @@ def prepare(
     blocks = list(iter_blocks(shape, chunk_shape, blocks_shape))
 
     k = resolve_context(network, settings, roi, where)
+    if k and ortho:
+        raise ValueError(
+            f"planes 'xyz' runs the network on xz / yz images, which have no adjacent sections; the network takes {k} "
+            f"context section(s) on each side ({where}): use planes 'xy'"
+        )
     dev = _device(settings.device)
     network = network.to(dev).eval()
     channels = _probe(network, net_roi, dev, 1 + 2 * k)
     # test-time augmentation wraps the network a window runs through; the store's identity keeps the plain network's
     # hash and records the mode in its config (absent: none, as stores written before the field)
     tta_net = with_tta(network, settings.tta, act)
-    run_net = SectionWise(tta_net) if section_wise else tta_net
+    if ortho:  # one 3D window per pass; batch_size counts its 2D images
+        run_net: torch.nn.Module = OrthoPlanes(tta_net, act, image_batch=batch_size)
+        batch_size = 1
+    else:
+        run_net = SectionWise(tta_net) if section_wise else tta_net
     if k and not section_wise:  # a single 2D image: the image repeated as every context channel
         run_net = RepeatChannels(run_net, 1 + 2 * k)
 
@@ -249,6 +262,9 @@ def prepare(
     }
     if settings.tta is not TTA.NONE:
         config["tta"] = settings.tta.value
+    if ortho:  # absent: xy, as stores written before the field
+        config["planes"] = Planes.XYZ.value
+        config["window"] = list(grid_roi)
     if k:  # absent: one channel, as stores written before the field
         config["context_sections"] = k
     create_kwargs = {

@@ -27,7 +27,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from mtbio.inference.settings import DEFAULT_ROI, TOOL_DEFAULTS, TTA, InferenceSettings
+from mtbio.inference.settings import DEFAULT_ROI, TOOL_DEFAULTS, TTA, InferenceSettings, Planes
 from mtbio.napari._layers import prediction_layers
 from mtbio.napari._options import (
     DEFAULT_THRESHOLD,
@@ -190,6 +190,13 @@ class PredictWidget(Container):
             tooltip="test-time augmentation: average each window's in-plane flips (flips: 4 views, 4x the time) and "
             "90 degree turns (flips_rot90: 8 views, 8x; needs a square ROI)",
         )
+        self.planes = ComboBox(
+            label="planes",
+            choices=[p.value for p in Planes],
+            value=TOOL_DEFAULTS.planes.value,
+            tooltip="xy: section by section; xyz: ortho-plane consensus of a 2D network (xy, xz and yz images, 3x the "
+            "time; isotropic volumes only); auto: xyz on isotropic volumes >= 32 sections deep (layer scale in nm)",
+        )
         devices = available_devices()
         self.device = ComboBox(label="device", choices=devices, value=devices[0])
         self.output = FileEdit(label="output store", mode="w", filter="*.zarr")
@@ -213,6 +220,7 @@ class PredictWidget(Container):
                 self.overlap,
                 self.batch_size,
                 self.tta,
+                self.planes,
                 self.device,
                 self.output,
                 self.resume,
@@ -295,6 +303,7 @@ class PredictWidget(Container):
             voxel_size=voxel_size,
             resample=bool(self.resample.value),
             tta=str(self.tta.value),
+            planes=str(self.planes.value),
         )
 
     def _output_path(self, name: str) -> Path:

@@ -215,7 +215,8 @@ def _section_probability(network: Any, spec: Any, z: int, model_voxel: Any, wind
         z1 = min(depth, z0 + roi[0])
     slab = np.asarray(volume[(slice(z0, z1), *window)], dtype=np.float32)
     view = on_model_grid(slab, model_voxel, spec)
-    prob = predict_in_memory(network, view, roi_size=roi, device=spec.device, tta=spec.inference.tta)
+    # section by section (xy) also when the store was predicted along three planes: a figure crop is no volume
+    prob = predict_in_memory(network, view, roi_size=roi, device=spec.device, tta=spec.inference.tta, planes="xy")
     if view is not slab:
         prob = ResampledVolume(prob, tuple(a / b for a, b in zip(slab.shape, view.shape)), shape=slab.shape)[:]
     return np.asarray(prob[z - z0])
@@ -251,6 +252,22 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _store_planes(path: Path) -> str | None:
+    """The planes the prediction store at ``path`` was predicted along (its config; ``None``: no readable store)."""
+    from mtbio.data.store import open_prediction_store
+
+    try:
+        meta = open_prediction_store(path, require_complete=False).meta
+    except (FileNotFoundError, ValueError):
+        return None
+    return str((meta.get("config") or {}).get("planes", "xy"))
+
+
+def _planes_text(asked: str, used: str | None) -> str:
+    """``auto (xyz)`` when the store resolved an ``auto`` request, else the request."""
+    return f"{asked} ({used})" if used is not None and used != asked else str(asked)
+
+
 def _markdown(
     spec: Any, selected: dict[str, Any], signal: dict[str, list[float]], zs: Sequence[int], offset: int
 ) -> str:
@@ -258,6 +275,7 @@ def _markdown(
     so, ad = selected["source_only"], selected.get("adapted")
     strategy = selected["adapted_strategy"]
     rel = os.path.relpath
+    xyz = _store_planes(out / "prediction.zarr") == "xyz"
     lines = [
         f"# mtbio adapt: {spec.name}",
         "",
@@ -297,8 +315,10 @@ def _markdown(
         f"![source-only vs adapted on target sections]({rel(out / 'figures' / 'sections.png', out)})",
         "",
         f"*Target sections {', '.join(str(z) for z in zs)} with the masks (p >= 0.5) of the source-only start and "
-        f"the adapted model (in-memory predictions of these sections; of a centred {FIGURE_WINDOW} px window of "
-        "larger ones).*",
+        f"the adapted model (in-memory predictions of these sections, section by section; of a centred "
+        f"{FIGURE_WINDOW} px window of larger ones"
+        + ("; the delivered prediction also averages the xz and yz planes, so its masks differ a little" if xyz else "")
+        + ").*",
         "",
         f"![per-section signal of the prediction]({rel(out / 'figures' / 'volume_signal.png', out)})",
         "",
@@ -352,6 +372,7 @@ def _settings(spec: Any, selected: dict[str, Any]) -> list[str]:
 
     recipe, cfg = spec.recipe, spec.config
     inference = selected["prediction_identity"]["settings"]
+    planes = _planes_text(inference.get("planes", "xy"), _store_planes(spec.out / "prediction.zarr"))
     source = (
         "given model " + str(spec.source_model)
         if spec.source_model
@@ -369,6 +390,7 @@ def _settings(spec: Any, selected: dict[str, Any]) -> list[str]:
         ("label-free score", f"{recipe.score_crops} target crops (score crop size {recipe.score_crop_size})"),
         ("prediction", f"window {inference['roi_size']}, overlap {inference['overlap']}, "
                        f"normalize {inference['normalize']}, dtype {inference['dtype']}, tta {inference['tta']}, "
+                       f"planes {planes}, "
                        f"device {inference['device']}"),
         ("device", str(spec.device)),
     ]  # fmt: skip

@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from mtbio.data.context import context_indices
 from mtbio.data.normalize import image_stats, zscore
-from mtbio.inference.settings import TTA, InferenceSettings, as_tta, check_tta_window
+from mtbio.inference.planes import OrthoPlanes, plane_window, resolve_planes
+from mtbio.inference.settings import TTA, InferenceSettings, Planes, as_tta, check_tta_window
 from mtbio.inference.tta import with_tta
 from mtbio.networks.context import context_of
 
@@ -33,6 +34,8 @@ def predict_in_memory(
     amp: bool = False,
     sections_per_batch: int = 4,
     tta: TTA | str = _DEFAULTS.tta,
+    planes: Planes | str = _DEFAULTS.planes,
+    voxel_size: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Foreground probability of a (Z, Y, X) volume by in-memory sliding-window inference (MONAI), for validation
     during training and benchmarks. Volumes larger than memory go through :func:`mtbio.inference.predict_volume`.
@@ -58,6 +61,11 @@ def predict_in_memory(
         tta: test-time augmentation (``"none"``, ``"flips"``, ``"flips_rot90"``): each window is predicted through
             :class:`mtbio.inference.tta.TTAWrapper` (views' softmax probabilities averaged, 4x / 8x forward passes),
             as :func:`mtbio.inference.predict_volume` does with the same setting.
+        planes: ``"xy"`` (section by section), ``"xyz"`` (ortho-plane consensus of a 2D network:
+            :class:`mtbio.inference.planes.OrthoPlanes` on 3D windows of :func:`~mtbio.inference.planes.plane_window`,
+            the whole volume in one sliding-window call, z-scored per xy section as ``predict_volume`` does) or
+            ``"auto"`` (:func:`~mtbio.inference.planes.resolve_planes` with ``voxel_size``).
+        voxel_size: nm per (z, y, x) for ``planes="auto"`` (``None``: the volume's ``voxel_size`` attribute, if any).
 
     Returns:
         float32 (Z, Y, X) probability of channel 1 (mitochondrion), in [0, 1].
@@ -80,6 +88,10 @@ def predict_in_memory(
     k = context_of(net)
     if k and dims != 2:
         raise ValueError(f"the network takes {k} context sections on each side (a 2D network); roi_size {roi} is 3D")
+    vs = getattr(volume, "voxel_size", None) if voxel_size is None else voxel_size
+    ortho = resolve_planes(planes, shape=volume.shape, roi_dims=dims, voxel_size=vs, where="volume") is Planes.XYZ
+    if ortho and k:
+        raise ValueError(f"planes 'xyz' takes a network without context sections; this one takes {k} on each side")
     mean, std = image_stats(volume, dims)
     device = torch.device(device)
     was_training = net.training
@@ -87,6 +99,15 @@ def predict_in_memory(
     use_amp = amp and device.type == "cuda"
     out = np.zeros(tuple(volume.shape), dtype=np.float32)
     try:
+        if ortho:
+            arr = np.asarray(volume[:], dtype=np.float32)
+            x = torch.from_numpy(zscore(arr, mean[:, None, None], std[:, None, None]))[None, None]
+            window = plane_window(roi, volume.shape[0])
+            ortho_net = OrthoPlanes(run_net, "softmax", image_batch=batch_size)
+            with torch.autocast(device_type=device.type, enabled=use_amp):
+                logits = sliding_window_inference(x.to(device), window, 1, ortho_net, overlap=overlap, mode="gaussian")
+            out[:] = torch.softmax(logits.float(), dim=1)[0, 1].cpu().numpy()
+            return out
         chunks = (
             [(z, min(z + sections_per_batch, volume.shape[0])) for z in range(0, volume.shape[0], sections_per_batch)]
             if dims == 2

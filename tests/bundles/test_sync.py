@@ -226,17 +226,21 @@ def test_the_bundles_tta_is_the_tools_default_and_a_bundle_may_set_its_own(tmp_p
     from mtbio.inference.settings import TOOL_DEFAULTS
 
     own = {"masktwins_demo": "none"}  # the demo keeps the plain network its README table was measured with
+    own_planes = {"masktwins_demo": "xy"}  # and its section-by-section prediction
     for bundle in BUNDLES:
         content = yaml.safe_load(config(bundle, "inference.yaml").read_text())
         assert content["tta"] == own.get(bundle, TOOL_DEFAULTS.tta.value) and content["inference"]["tta"] == "@tta"
+        assert content["planes"] == own_planes.get(bundle, TOOL_DEFAULTS.planes.value)
+        assert content["inference"]["planes"] == "@planes"
     assert TOOL_DEFAULTS.tta.value == "flips"  # the validated recipe (docs/uda.md "Quality levers")
+    assert TOOL_DEFAULTS.planes.value == "auto"  # docs/uda.md "Ortho-plane consensus"
     repo = _copy_repo(tmp_path)
     shared = repo / "configs" / "inference_shared.yaml"
     shared.write_text(shared.read_text().replace("\ntta: flips\n", "\ntta: none\n"))
     assert "configs/inference_shared.yaml: out of date with mtbio.inference.settings.TOOL_DEFAULTS" in sync.stale(repo)
     monkeypatch.setattr(sync, "TOOL_DEFAULTS", dataclasses.replace(TOOL_DEFAULTS, tta="flips_rot90"))
-    assert sync.with_tool_defaults("# h\n\ntta: none\ninference:\n  tta: '@tta'\n").endswith(
-        "tta: flips_rot90\ninference:\n  tta: '@tta'\n"
+    assert sync.with_tool_defaults("# h\n\ntta: none\nplanes: xy\ninference:\n  tta: '@tta'\n").endswith(
+        "tta: flips_rot90\nplanes: auto\ninference:\n  tta: '@tta'\n"
     )
     with pytest.raises(ValueError, match="no top-level id 'tta'"):
         sync.with_tool_defaults("# h\n\ninference: {}\n")
@@ -262,7 +266,7 @@ def test_the_bundles_tta_is_the_tools_default_and_a_bundle_may_set_its_own(tmp_p
     )
     workflow.initialize()
     workflow.run()
-    assert seen["tta"] == "flips_rot90"
+    assert seen["tta"] == "flips_rot90" and seen["planes"] == "xy"
 
 
 # --- the Recipe ids of configs/recipe.yaml (score_crops, score_crop_size, context_sections) ---

@@ -46,7 +46,7 @@ def test_cli_defaults_are_the_tool_defaults_and_no_flag_restates_one() -> None:
     assert settings_from_args(args) == TOOL_DEFAULTS
     # the tools differ from the library only where TOOL_DEFAULTS says so
     changed = {f for f in FIELDS if getattr(TOOL_DEFAULTS, f) != getattr(InferenceSettings(), f)}
-    assert changed == {"activation", "dtype", "normalize", "tta"}
+    assert changed == {"activation", "dtype", "normalize", "tta", "planes"}
 
 
 NON_DEFAULT = {
@@ -66,6 +66,7 @@ NON_DEFAULT = {
     "resample": (["--no-resample"], False),
     "tolerance": (["--tolerance", "0.2"], 0.2),
     "tta": (["--tta", "flips_rot90"], "flips_rot90"),
+    "planes": (["--planes", "xyz"], "xyz"),
 }
 
 

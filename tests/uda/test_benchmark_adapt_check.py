@@ -41,7 +41,7 @@ def test_benchmark_rows_are_the_last_masktwins_checkpoint_per_seed(tmp_path):
 
 def test_summary_compares_on_the_same_seeds():
     bench = {0: _pool_row(0, 800, 0.64), 1: _pool_row(1, 800, 0.66)}
-    args = types.SimpleNamespace(data="DATA", out="OUT", pool="POOL", tta="flips")
+    args = types.SimpleNamespace(data="DATA", out="OUT", pool="POOL", tta="flips", planes="auto")
     ok = chk.report([_adapt_row(0, 0.635), _adapt_row(1, 0.66)], bench, args)
     assert ok["adapt_IoU"][0] == pytest.approx(64.75) and ok["benchmark_IoU"][0] == pytest.approx(65.0)
     assert ok["difference_IoU"] == pytest.approx(-0.25) and ok["within_1_or_better"] is True
@@ -52,7 +52,7 @@ def test_summary_compares_on_the_same_seeds():
     table = chk.markdown(worse, bench, args)
     assert "| 1 | source_only | 800 | 0.800 (0.700) | 62.0 |" in table and "0.080 / 0.300" in table
     assert "within 1 point or better: False" in table
-    assert "--tta flips`" in table and "test-time augmentation `flips`" in table
+    assert "--tta flips --planes auto`" in table and "test-time augmentation `flips`, planes `auto`" in table
 
 
 def test_benchmark_rows_count_only_the_same_tta(tmp_path):
@@ -75,12 +75,26 @@ def test_seeds_scored_with_another_tta_are_scored_again(tmp_path):
     assert sorted(chk.scored_rows(rows_file, "none")) == [0, 2]
 
 
-def test_tta_defaults_to_the_tools():
+def test_tta_and_planes_default_to_the_tools():
     from mtbio.inference.settings import TOOL_DEFAULTS
 
     args = chk.parse_args(["--data", "D", "--out", "O"])
-    assert args.tta == TOOL_DEFAULTS.tta.value
+    assert args.tta == TOOL_DEFAULTS.tta.value and args.planes == TOOL_DEFAULTS.planes.value
     assert chk.parse_args(["--data", "D", "--out", "O", "--tta", "none"]).tta == "none"
+    assert chk.parse_args(["--data", "D", "--out", "O", "--planes", "xy"]).planes == "xy"
+
+
+def test_rows_count_only_the_same_planes(tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    rows = [{**_pool_row(0, 800, 0.64), "tta": "flips"}, {**_pool_row(0, 800, 0.72), "tta": "flips", "planes": "auto"}]
+    pool.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert chk.benchmark_masktwins(pool, tta="flips")[0]["IoU"] == 0.64  # rows without the key: xy
+    assert chk.benchmark_masktwins(pool, tta="flips", planes="auto")[0]["IoU"] == 0.72
+    msg = chk.pool_warning(pool, chk.benchmark_masktwins(pool, tta="none", planes="auto"), "none", "auto")
+    assert "--tta none --planes auto" in msg
+    rows_file = tmp_path / "rows.jsonl"
+    rows_file.write_text(json.dumps({**_adapt_row(0, 0.7), "tta": "flips"}) + "\n")
+    assert chk.scored_rows(rows_file, "flips") and not chk.scored_rows(rows_file, "flips", "auto")
 
 
 def test_a_pool_without_rows_of_the_same_tta_is_reported(tmp_path):
@@ -92,6 +106,6 @@ def test_a_pool_without_rows_of_the_same_tta_is_reported(tmp_path):
     assert chk.pool_warning(pool, chk.benchmark_masktwins(pool), "none") is None
     assert chk.pool_warning(None, {}, "flips") is None
     assert "no such file" in chk.pool_warning(tmp_path / "missing.jsonl", {}, "flips")
-    args = types.SimpleNamespace(data="DATA", out="OUT", pool=pool, tta="flips")
+    args = types.SimpleNamespace(data="DATA", out="OUT", pool=pool, tta="flips", planes="xy")
     summary = {**chk.report([_adapt_row(0, 0.70)], bench, args), "pool_warning": msg}
     assert f"Not compared: {msg}." in chk.markdown(summary, bench, args)

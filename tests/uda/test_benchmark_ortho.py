@@ -1,0 +1,61 @@
+"""benchmarks/ortho_planes.py: each plane predicted in its own axes and returned in (Z, Y, X); variants scored."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mtbio.data.normalize import image_stats, zscore
+from mtbio.uda.evaluate import predict_in_memory
+from tests._scripts import load_benchmark
+
+ortho = load_benchmark("ortho_planes")
+
+
+class _Pixelwise(torch.nn.Module):
+    """Logits (-x, x): the foreground probability is sigmoid(2 x) of the z-scored intensity, pixel by pixel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-x, x], dim=1)
+
+
+def _predict(volume, **kw):
+    return predict_in_memory(_Pixelwise(), volume, overlap=0.25, **kw)
+
+
+def test_plane_roi_caps_the_window_at_the_plane_rounded_up_to_16():
+    assert ortho.plane_roi((40, 1024), 384) == (48, 384)
+    assert ortho.plane_roi((768, 1024), 384) == (384, 384)
+    assert ortho.plane_roi((5, 17), 384) == (16, 32)
+
+
+@pytest.mark.parametrize("plane", ["xy", "xz", "yz"])
+def test_each_plane_is_z_scored_as_its_own_images_and_returned_in_zyx(plane):
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    vol = rng.normal(size=(6, 20, 28)).astype(np.float32) * np.arange(1, 7, dtype=np.float32)[:, None, None]
+    prob = ortho.predict_plane(_predict, vol, plane, 32, "none")
+    assert prob.shape == vol.shape
+    # the expected result built by hand: the plane's images (a transposed volume), each z-scored with its own stats
+    order = ortho.PLANES[plane]
+    view = np.transpose(vol, order)
+    mean, std = image_stats(view, 2)
+    expected = 1.0 / (1.0 + np.exp(-2.0 * zscore(view, mean[:, None, None], std[:, None, None])))
+    np.testing.assert_allclose(prob, np.transpose(expected, np.argsort(order)), atol=1e-5)
+
+
+def test_score_variants_averages_planes_and_times_each_prediction():
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(1)
+    vol = rng.normal(size=(16, 32, 32)).astype(np.float32)
+    label = vol > 0.5
+    timing: dict[str, float] = {}
+    scored = ortho.score_variants(_predict, vol, label, 32, timing)
+    assert set(scored) == set(ortho.VARIANTS)
+    assert set(timing) == {f"{p}_{t}" for p in ortho.PLANES for t in ("none", "flips")}
+    for metrics in scored.values():
+        assert {"IoU", "mAP", "F1", "MCC", "foreground"} <= set(metrics) and 0.0 <= metrics["IoU"] <= 1.0
+    # a pixelwise network is flip-equivariant: flips change nothing, and xy alone thresholds each section at its mean
+    assert scored["xy_none"] == pytest.approx(scored["xy_flips"], abs=1e-6)
+    assert scored["xyz_none"]["IoU"] != pytest.approx(scored["xy_none"]["IoU"], abs=1e-9)

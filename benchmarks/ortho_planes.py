@@ -14,6 +14,11 @@ section (the literature's protocol, :func:`mtbio.metrics.evaluate`):
 * ``xyz_none`` / ``xyz_flips``: the mean probability of the three planes (3 / 12 forward passes per voxel against
   ``xy_flips``' 4).
 
+``--window-depths 48,96,176`` adds ``xyz_d<depth>`` rows: the tools' way (``InferenceSettings.planes = "xyz"``,
+:class:`mtbio.inference.planes.OrthoPlanes` on 3D windows ``(depth, roi, roi)``, z-scored per xy section, no TTA)
+with that window depth (the tools take :func:`mtbio.inference.planes.plane_window`: as deep as the window is wide,
+capped at the volume).
+
 ``--sections`` sets the depth the xz / yz planes see: the final table's Lucchi++ test volume here has 40 sections
 (200 nm, about one mitochondrion's diameter), the EPFL training volume 165. Decide on the design split
 (``--eval-data DESIGN/lucchi_pp``, docs/uda.md "Quality levers"), not on the test sections.
@@ -21,6 +26,8 @@ section (the literature's protocol, :func:`mtbio.metrics.evaluate`):
 Example::
 
     python benchmarks/ortho_planes.py --checkpoints CK --eval-data DESIGN/lucchi_pp --sections 40 --out OUT
+    python benchmarks/ortho_planes.py --checkpoints CK --eval-data DESIGN/lucchi_pp --sections 165 --score-sections 40 \
+        --window-depths 48,96,176 --depths-only --out OUT_DEPTHS     # window depth on the whole volume
 
 Writes ``OUT/results.json`` ({variant: [{"seed", "mAP", "F1", "MCC", "IoU", "foreground", ...}]}, updated after every
 checkpoint so a stopped run resumes), ``OUT/results.md`` (mean ± sample std per variant), ``OUT/config.json`` and
@@ -61,11 +68,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default="epfl_test", help="the mtbio.data.sources split scored (default %(default)s)")
     p.add_argument("--sections", type=int, default=40, help="predict and score the first N sections (default 40)")
     p.add_argument("--eval-roi", type=int, default=384, help="sliding-window size (capped per plane)")
+    p.add_argument(
+        "--score-sections", type=int, default=None, help="score only the first N predicted sections (default: all)"
+    )
+    p.add_argument("--depths-only", action="store_true", help="only the --window-depths rows (no plane variants)")
+    p.add_argument(
+        "--window-depths", default="", help="comma-separated 3D window depths of extra xyz_d<depth> rows (tools' path)"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if args.sections < 1:
         p.error("--sections must be >= 1")
+    try:
+        args.window_depths = [int(d) for d in args.window_depths.split(",") if d.strip()]
+    except ValueError:
+        p.error(f"--window-depths takes comma-separated integers, got {args.window_depths!r}")
     return args
 
 
@@ -86,10 +104,15 @@ def predict_plane(predict: Callable[..., np.ndarray], volume: np.ndarray, plane:
 
 
 def score_variants(
-    predict: Callable[..., np.ndarray], image: np.ndarray, label: np.ndarray, roi: int, timing: dict[str, float]
+    predict: Callable[..., np.ndarray],
+    image: np.ndarray,
+    label: np.ndarray,
+    roi: int,
+    timing: dict[str, float],
+    scored: slice = slice(None),
 ) -> dict[str, dict[str, float]]:
-    """Every :data:`VARIANTS` entry's metrics on ``label`` (per xy section); ``timing`` gets seconds per
-    ``<plane>_<tta>`` prediction."""
+    """Every :data:`VARIANTS` entry's metrics on ``label`` (per xy section, the sections ``scored`` of the prediction);
+    ``timing`` gets seconds per ``<plane>_<tta>`` prediction."""
     from mtbio.metrics import evaluate
 
     probs: dict[tuple[str, str], np.ndarray] = {}
@@ -101,9 +124,33 @@ def score_variants(
     out: dict[str, dict[str, float]] = {}
     for name, (planes, tta) in VARIANTS.items():
         prob = np.mean([probs[p, tta] for p in planes], axis=0)
-        scored = evaluate(prob, label)
-        out[name] = {k: float(v) for k, v in {**scored.mean(), **scored.foreground()}.items()}
+        ev = evaluate(prob[scored], label[scored])
+        out[name] = {k: float(v) for k, v in {**ev.mean(), **ev.foreground()}.items()}
     return out
+
+
+def predict_windows(net: Any, image: np.ndarray, roi: int, depth: int) -> np.ndarray:
+    """Foreground probability of ``image`` (Z, Y, X) the tools' ``xyz`` way with 3D windows ``(depth, roi, roi)``:
+    z-scored per xy section, :class:`mtbio.inference.planes.OrthoPlanes` in MONAI's sliding window (overlap 0.25,
+    gaussian), no TTA."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from mtbio.data.normalize import image_stats, zscore
+    from mtbio.inference.planes import OrthoPlanes
+
+    mean, std = image_stats(image, 2)
+    x = torch.from_numpy(zscore(image, mean[:, None, None], std[:, None, None]))[None, None]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            logits = sliding_window_inference(
+                x, (depth, roi, roi), 1, OrthoPlanes(net, "softmax"), overlap=0.25, mode="gaussian"
+            )
+    finally:
+        net.train(was_training)
+    return torch.softmax(logits, dim=1)[0, 1].numpy()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = load_split("lucchi_pp", args.eval_data, args.split)
     image = np.asarray(split.image[: args.sections], dtype=np.float32)
     label = np.asarray(split.label[: args.sections]) > 0
+    scored_z = slice(0, args.score_sections)  # the first N predicted sections are scored (all by default)
     files = sorted(args.checkpoints.glob("*_seed*.pt"))
     if not files:
         raise FileNotFoundError(f"no <strategy>_seed<k>.pt weights in {args.checkpoints}")
@@ -139,7 +187,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return predict_in_memory(net, volume, device="cpu", **kw)  # noqa: B023 (called before net changes)
 
         timing: dict[str, float] = {}
-        scored = score_variants(predict, image, label, args.eval_roi, timing)
+        scored = {} if args.depths_only else score_variants(predict, image, label, args.eval_roi, timing, scored_z)
+        for depth in args.window_depths:
+            from mtbio.metrics import evaluate
+
+            t0 = time.perf_counter()
+            ev = evaluate(predict_windows(net, image, args.eval_roi, depth)[scored_z], label[scored_z])
+            timing[f"xyz_d{depth}"] = time.perf_counter() - t0
+            scored[f"xyz_d{depth}"] = {k: float(v) for k, v in {**ev.mean(), **ev.foreground()}.items()}
         for name, metrics in scored.items():
             results.setdefault(name, []).append({"seed": meta["seed"], "checkpoint": f.name, **metrics})
             print(f"{f.name} {name}: IoU {metrics['IoU']:.4f} mAP {metrics['mAP']:.4f}", flush=True)

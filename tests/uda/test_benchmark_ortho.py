@@ -59,3 +59,21 @@ def test_score_variants_averages_planes_and_times_each_prediction():
     # a pixelwise network is flip-equivariant: flips change nothing, and xy alone thresholds each section at its mean
     assert scored["xy_none"] == pytest.approx(scored["xy_flips"], abs=1e-6)
     assert scored["xyz_none"]["IoU"] != pytest.approx(scored["xy_none"]["IoU"], abs=1e-9)
+
+
+def test_window_depth_rows_are_the_tools_xyz_path_at_that_depth():
+    torch.set_num_threads(2)
+    from mtbio.inference.planes import plane_window
+
+    vol = np.random.default_rng(2).normal(size=(20, 32, 32)).astype(np.float32) * 3 + 7
+    net = _Pixelwise()
+    depth = plane_window((32, 32), vol.shape[0])[0]
+    tools = predict_in_memory(net, vol, roi_size=(32, 32), planes="xyz", tta="none")
+    np.testing.assert_allclose(ortho.predict_windows(net, vol, 32, depth), tools, atol=1e-5)
+
+
+def test_parse_args_reads_window_depths():
+    args = ortho.parse_args(["--checkpoints", "C", "--eval-data", "D", "--out", "O", "--window-depths", "48,96"])
+    assert args.window_depths == [48, 96] and args.score_sections is None and not args.depths_only
+    with pytest.raises(SystemExit):
+        ortho.parse_args(["--checkpoints", "C", "--eval-data", "D", "--out", "O", "--window-depths", "a"])

@@ -125,3 +125,34 @@ def test_a_package_records_tta_for_mtbio_predict(tmp_path, capsys, monkeypatch):
     (folder / "rdf.yaml").write_text(text)
     with pytest.raises(ValueError, match=r"rdf.yaml: config.mtbio.tta: tta must be one of"):
         load_package(folder)
+
+
+def test_a_package_records_planes_and_onnx_refuses_them(tmp_path, capsys, monkeypatch):
+    """config.mtbio.planes of a package is the default of ``mtbio predict --model`` (``--planes`` wins); an ONNX /
+    TorchScript file is the 2D network itself, so ``--planes xyz`` / ``auto`` is refused there, naming the way."""
+    pytest.importorskip("bioimageio.spec")
+    import tifffile
+
+    import mtbio.inference.predict as predict_module
+    from mtbio.export.bioimageio import load_package
+
+    weights = _record(tmp_path, 2, TINY)
+    assert main(["export", str(weights), "--format", "onnx", str(tmp_path / "m.onnx"), "--planes", "xyz"]) == 1
+    assert "--planes xyz: an onnx file holds the 2D network" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+    folder = tmp_path / "pkg"
+    argv = ["export", str(weights), "--format", "bioimageio", str(folder), "--roi", "32", "32", "--no-test"]
+    assert main([*argv, "--no-onnx", "--planes", "xyz"]) == 0
+    assert yaml.safe_load((folder / "rdf.yaml").read_text())["config"]["mtbio"]["planes"] == "xyz"
+    assert "planes `xyz`" in (folder / "README.md").read_text() and load_package(folder).planes == "xyz"
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((2, 32, 32), np.uint8))
+    seen: list = []
+    monkeypatch.setattr(predict_module, "predict_volume", lambda net, src, out, **kw: seen.append(kw["settings"]))
+    base = ["predict", str(tmp_path / "s.tif"), str(tmp_path / "o.zarr"), "--model", str(folder)]
+    assert main(base) == 0 and seen[-1].planes.value == "xyz"
+    assert main([*base, "--planes", "xy"]) == 0 and seen[-1].planes.value == "xy"
+    capsys.readouterr()
+    text = (folder / "rdf.yaml").read_text().replace("planes: xyz", "planes: xz")
+    (folder / "rdf.yaml").write_text(text)
+    with pytest.raises(ValueError, match=r"rdf.yaml: config.mtbio.planes: planes must be one of"):
+        load_package(folder)

@@ -26,9 +26,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from mtbio.inference.settings import Activation, Planes, as_activation, as_planes
+from mtbio.inference.settings import TTA, Activation, Planes, as_activation, as_planes, as_tta
 
-__all__ = ["ISOTROPY_TOLERANCE", "MIN_PLANE_DEPTH", "OrthoPlanes", "plane_window", "resolve_planes"]
+__all__ = [
+    "ISOTROPY_TOLERANCE",
+    "MIN_PLANE_DEPTH",
+    "OrthoPlanes",
+    "check_planes_tta",
+    "plane_window",
+    "resolve_planes",
+]
 
 #: ``auto`` takes ``xyz`` when the largest voxel side is at most this factor of the smallest
 ISOTROPY_TOLERANCE = 1.5
@@ -73,6 +80,16 @@ def resolve_planes(
             f"{where} has voxel size {vs} nm (z, y, x): its xz / yz images would be stretched. Use planes 'xy'"
         )
     return mode
+
+
+def check_planes_tta(planes: Planes, tta: TTA | str | None, where: str = "input") -> None:
+    """Raise ValueError when the resolved ``planes`` are ``xyz`` and ``tta`` turns images by 90 degrees: the xz / yz
+    images of a window are not square, so ``flips_rot90`` cannot turn them (said before any window runs)."""
+    if planes is Planes.XYZ and as_tta(tta) is TTA.FLIPS_ROT90:
+        raise ValueError(
+            f"tta 'flips_rot90' turns each image by 90 degrees, and planes 'xyz' (ortho-plane consensus, chosen for "
+            f"{where}) also predicts xz / yz images, which are not square; use tta 'flips' or planes 'xy'"
+        )
 
 
 def plane_window(roi: Sequence[int], depth: int, multiple: int = 16) -> tuple[int, int, int]:

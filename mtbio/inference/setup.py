@@ -21,7 +21,7 @@ from mtbio.inference.blending import importance_map
 from mtbio.inference.engine import Engine, RepeatChannels, SectionWise
 from mtbio.inference.finite import FiniteCheck, can_hold_nonfinite, check_section_stats
 from mtbio.inference.model_io import model_hash
-from mtbio.inference.planes import OrthoPlanes, plane_window, resolve_planes
+from mtbio.inference.planes import OrthoPlanes, check_planes_tta, plane_window, resolve_planes
 from mtbio.inference.resume import Ledger, create_store, open_existing, reserve
 from mtbio.inference.settings import TTA, InferenceSettings, Planes
 from mtbio.inference.sources import fingerprint, open_source
@@ -176,8 +176,9 @@ def prepare(
         raise ValueError(f"{where}: empty volume of shape {shape}")
     roi = tuple(roi_size)
     # ortho-plane consensus: the 2D network on the xy, xz and yz images of 3D windows (mtbio.inference.planes)
-    ortho = resolve_planes(settings.planes, shape=shape, roi_dims=len(roi), voxel_size=voxel_size, where=where)
-    ortho = ortho is Planes.XYZ
+    planes = resolve_planes(settings.planes, shape=shape, roi_dims=len(roi), voxel_size=voxel_size, where=where)
+    check_planes_tta(planes, settings.tta, where)
+    ortho = planes is Planes.XYZ
     section_wise = len(roi) == 2 and len(shape) == 3 and not ortho
     if len(roi) != len(shape) and not section_wise and not ortho:
         raise ValueError(f"roi_size {roi} does not fit the {len(shape)}D volume {where} of shape {shape}")

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from mtbio.data.context import context_indices
 from mtbio.data.normalize import image_stats, zscore
-from mtbio.inference.planes import OrthoPlanes, plane_window, resolve_planes
+from mtbio.inference.planes import OrthoPlanes, check_planes_tta, plane_window, resolve_planes
 from mtbio.inference.settings import TTA, InferenceSettings, Planes, as_tta, check_tta_window
 from mtbio.inference.tta import with_tta
 from mtbio.networks.context import context_of
@@ -89,7 +89,9 @@ def predict_in_memory(
     if k and dims != 2:
         raise ValueError(f"the network takes {k} context sections on each side (a 2D network); roi_size {roi} is 3D")
     vs = getattr(volume, "voxel_size", None) if voxel_size is None else voxel_size
-    ortho = resolve_planes(planes, shape=volume.shape, roi_dims=dims, voxel_size=vs, where="volume") is Planes.XYZ
+    resolved = resolve_planes(planes, shape=volume.shape, roi_dims=dims, voxel_size=vs, where="volume")
+    check_planes_tta(resolved, mode, "volume")
+    ortho = resolved is Planes.XYZ
     if ortho and k:
         raise ValueError(f"planes 'xyz' takes a network without context sections; this one takes {k} on each side")
     mean, std = image_stats(volume, dims)

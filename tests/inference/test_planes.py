@@ -138,8 +138,22 @@ def test_predict_volume_auto_reads_the_voxel_size(tmp_path):
     np.testing.assert_allclose(np.asarray(aniso[1]), xy, atol=1e-4)
 
 
+def test_xyz_refuses_rot90_tta_before_any_window_runs(tmp_path):
+    settings = InferenceSettings(
+        roi_size=(32, 32), activation="softmax", planes="auto", tta="flips_rot90", voxel_size=(5, 5, 5)
+    )
+    with pytest.raises(ValueError, match="not square; use tta 'flips' or planes 'xy'"):
+        predict_volume(_RowCol(), _volume((32, 32, 32)), tmp_path / "p.zarr", settings=settings)
+    assert not (tmp_path / "p.zarr").exists()
+    with pytest.raises(ValueError, match="not square"):
+        predict_in_memory(_RowCol(), _volume(), roi_size=(32, 32), planes="xyz", tta="flips_rot90")
+    # section by section it runs: an unknown voxel size makes auto choose xy
+    prob = predict_in_memory(_RowCol(), _volume(), roi_size=(32, 32), planes="auto", tta="flips_rot90")
+    assert prob.shape == _volume().shape
+
+
 def test_predict_volume_xyz_refuses_an_anisotropic_input(tmp_path):
     settings = InferenceSettings(roi_size=(32, 32), activation="softmax", planes="xyz", voxel_size=(50, 5, 5))
     with pytest.raises(ValueError, match="isotropic"):
-        predict_volume(_RowCol(), _volume(), tmp_path / "p.zarr", settings=settings)
+        predict_volume(_RowCol(), _volume((32, 32, 32)), tmp_path / "p.zarr", settings=settings)
     assert not (tmp_path / "p.zarr").exists()

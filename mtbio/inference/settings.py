@@ -98,14 +98,20 @@ class TTA(enum.StrEnum):
 TTA_VIEWS: dict[TTA, int] = {TTA.NONE: 1, TTA.FLIPS: 4, TTA.FLIPS_ROT90: 8}
 
 
+def _member(cls: type[enum.StrEnum], name: str, value: Any, if_none: Any) -> Any:
+    """``value`` (a member or its value, any case) as a member of ``cls``; ``None`` is ``if_none``; raises
+    ValueError naming the field ``name`` and the allowed values."""
+    if value is None:
+        return if_none
+    try:
+        return cls(str(getattr(value, "value", value)).lower())
+    except ValueError:
+        raise ValueError(f"{name} must be one of {[m.value for m in cls]}, got {value!r}") from None
+
+
 def as_tta(mode: TTA | str | None) -> TTA:
     """``mode`` as a :class:`TTA` (``None`` is ``"none"``); raises ValueError naming the allowed values."""
-    if mode is None:
-        return TTA.NONE
-    try:
-        return TTA(str(getattr(mode, "value", mode)).lower())
-    except ValueError:
-        raise ValueError(f"tta must be one of {[t.value for t in TTA]}, got {mode!r}") from None
+    return _member(TTA, "tta", mode, TTA.NONE)
 
 
 def check_tta_window(mode: TTA, roi: Sequence[int] | None) -> None:
@@ -128,12 +134,7 @@ class Planes(enum.StrEnum):
 
 def as_planes(mode: Planes | str | None) -> Planes:
     """``mode`` as a :class:`Planes` (``None`` is ``"xy"``); raises ValueError naming the allowed values."""
-    if mode is None:
-        return Planes.XY
-    try:
-        return Planes(str(getattr(mode, "value", mode)).lower())
-    except ValueError:
-        raise ValueError(f"planes must be one of {[p.value for p in Planes]}, got {mode!r}") from None
+    return _member(Planes, "planes", mode, Planes.XY)
 
 
 class _Unset:

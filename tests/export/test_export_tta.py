@@ -83,14 +83,31 @@ def test_export_refuses_rot90_on_a_window_that_is_not_square(tmp_path, capsys):
     assert exc.value.code == 2 and "invalid choice: 'rotations'" in capsys.readouterr().err
 
 
+def _predict_with_package(tmp_path, folder, monkeypatch):
+    """A function running ``mtbio predict s.tif o.zarr --model folder [flags]`` with ``predict_volume`` replaced;
+    it returns the settings the command built."""
+    import tifffile
+
+    import mtbio.inference.predict as predict_module
+
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((2, 32, 32), np.uint8))
+    seen: list = []
+    monkeypatch.setattr(predict_module, "predict_volume", lambda net, src, out, **kw: seen.append(kw["settings"]))
+    base = ["predict", str(tmp_path / "s.tif"), str(tmp_path / "o.zarr"), "--model", str(folder)]
+
+    def predict(*flags: str):
+        assert main([*base, *flags]) == 0
+        return seen[-1]
+
+    return predict
+
+
 def test_a_package_records_tta_for_mtbio_predict(tmp_path, capsys, monkeypatch):
     """config.mtbio.tta of a package (plain weights: bioimage.io tools predict without it) is the default of
     ``mtbio predict --model``; ``--tta`` wins; a package exported without ``--tta`` states none; a bad value is an
     error naming the rdf."""
     pytest.importorskip("bioimageio.spec")
-    import tifffile
 
-    import mtbio.inference.predict as predict_module
     from mtbio.export.bioimageio import load_package
 
     weights = _record(tmp_path, 2, TINY)
@@ -108,12 +125,8 @@ def test_a_package_records_tta_for_mtbio_predict(tmp_path, capsys, monkeypatch):
     np.testing.assert_allclose(np.load(folder / "test_output.npy"), plain, atol=1e-6)
     assert load_package(folder).tta == "flips"
 
-    tifffile.imwrite(tmp_path / "s.tif", np.zeros((2, 32, 32), np.uint8))
-    seen: list = []
-    monkeypatch.setattr(predict_module, "predict_volume", lambda net, src, out, **kw: seen.append(kw["settings"]))
-    base = ["predict", str(tmp_path / "s.tif"), str(tmp_path / "o.zarr"), "--model", str(folder)]
-    assert main(base) == 0 and seen[-1].tta.value == "flips"
-    assert main([*base, "--tta", "none"]) == 0 and seen[-1].tta.value == "none"
+    predict = _predict_with_package(tmp_path, folder, monkeypatch)
+    assert predict().tta.value == "flips" and predict("--tta", "none").tta.value == "none"
 
     plain_folder = tmp_path / "plain"
     assert main(["export", str(weights), "--format", "bioimageio", str(plain_folder), "--no-test", "--no-onnx"]) == 0
@@ -131,9 +144,7 @@ def test_a_package_records_planes_and_onnx_refuses_them(tmp_path, capsys, monkey
     """config.mtbio.planes of a package is the default of ``mtbio predict --model`` (``--planes`` wins); an ONNX /
     TorchScript file is the 2D network itself, so ``--planes xyz`` / ``auto`` is refused there, naming the way."""
     pytest.importorskip("bioimageio.spec")
-    import tifffile
 
-    import mtbio.inference.predict as predict_module
     from mtbio.export.bioimageio import load_package
 
     weights = _record(tmp_path, 2, TINY)
@@ -145,12 +156,8 @@ def test_a_package_records_planes_and_onnx_refuses_them(tmp_path, capsys, monkey
     assert main([*argv, "--no-onnx", "--planes", "xyz"]) == 0
     assert yaml.safe_load((folder / "rdf.yaml").read_text())["config"]["mtbio"]["planes"] == "xyz"
     assert "planes `xyz`" in (folder / "README.md").read_text() and load_package(folder).planes == "xyz"
-    tifffile.imwrite(tmp_path / "s.tif", np.zeros((2, 32, 32), np.uint8))
-    seen: list = []
-    monkeypatch.setattr(predict_module, "predict_volume", lambda net, src, out, **kw: seen.append(kw["settings"]))
-    base = ["predict", str(tmp_path / "s.tif"), str(tmp_path / "o.zarr"), "--model", str(folder)]
-    assert main(base) == 0 and seen[-1].planes.value == "xyz"
-    assert main([*base, "--planes", "xy"]) == 0 and seen[-1].planes.value == "xy"
+    predict = _predict_with_package(tmp_path, folder, monkeypatch)
+    assert predict().planes.value == "xyz" and predict("--planes", "xy").planes.value == "xy"
     capsys.readouterr()
     text = (folder / "rdf.yaml").read_text().replace("planes: xyz", "planes: xz")
     (folder / "rdf.yaml").write_text(text)

@@ -92,9 +92,10 @@ def export_model(
     plane_mode = None if planes is None else as_planes(planes)
     if plane_mode not in (None, Planes.XY) and fmt != "bioimageio":
         raise ValueError(
-            f"--planes {plane_mode.value}: an {fmt} file holds the 2D network, which predicts one image; ortho-plane "
-            "consensus is how a volume is run through it (xy, xz and yz images, probabilities averaged). Export "
-            "--format bioimageio to record it for mtbio predict --model, or run the file along the three planes"
+            f"--planes {plane_mode.value}: the {fmt} export holds the 2D network, which predicts one image; "
+            "ortho-plane consensus is how a volume is run through it (xy, xz and yz images, probabilities "
+            "averaged). Export --format bioimageio to record it for mtbio predict --model, or run the file along the "
+            "three planes"
         )
     out = Path(out)
     if fmt not in FORMATS:

@@ -149,7 +149,7 @@ def test_a_package_records_planes_and_onnx_refuses_them(tmp_path, capsys, monkey
 
     weights = _record(tmp_path, 2, TINY)
     assert main(["export", str(weights), "--format", "onnx", str(tmp_path / "m.onnx"), "--planes", "xyz"]) == 1
-    assert "--planes xyz: an onnx file holds the 2D network" in capsys.readouterr().err
+    assert "--planes xyz: the onnx export holds the 2D network" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
     folder = tmp_path / "pkg"
     argv = ["export", str(weights), "--format", "bioimageio", str(folder), "--roi", "32", "32", "--no-test"]

@@ -159,6 +159,9 @@ class UDAConfig:
             9.4 IoU on the synthetic domains, whose demo keeps ``NONE`` (:data:`DEMO_UDA`); docs/uda.md "Calibrating
             the pseudo-labels".
         augment: strong intensity augmentation of the student's target views.
+        source_augment: apply ``augment`` (contrast, brightness, gamma, blur, noise, drawn per crop) to the source
+            crops of the supervised loss too, in the pre-training and the strategy alike (EM-style intensity
+            augmentation of the labelled domain). ``False`` (default): not measured yet.
         alpha: EMA decay alpha of the teacher (paper 0.999); ``None`` = :func:`ema_alpha_for` the run length.
         target_bn_stats: let the student's forward pass on the (masked) target views update BatchNorm running
             statistics; ``False`` normalises those views with their batch statistics but keeps the running
@@ -187,6 +190,7 @@ class UDAConfig:
     pl_dice_weight: float = 0.0
     pl_class_balance: ClassBalance = ClassBalance.SOURCE_PRIOR
     augment: StrongAugment = field(default_factory=StrongAugment)
+    source_augment: bool = False
     alpha: float | None = None
     target_bn_stats: bool = True
     ema_buffers: bool = True
@@ -221,6 +225,8 @@ class UDAConfig:
             ) from None
         if isinstance(self.augment, dict):
             self.augment = StrongAugment(**self.augment)
+        if not isinstance(self.source_augment, bool):
+            raise ValueError(f"source_augment must be true or false, got {self.source_augment!r}")
         if not 0.0 <= self.tau <= 1.0:
             raise ValueError(f"tau must be in [0, 1], got {self.tau}")
         if min(self.lambda_pl, self.lambda_st, self.lambda_cm, self.dice_weight, self.pl_dice_weight) < 0:

@@ -295,7 +295,7 @@ def run_training(spec: RunSpec) -> RunResult:
         pre_block = _mask_block(spec, grid, pre_cfg, None)  # unused by source-only; recorded for `mtbio score`
         pre_cfg = _with_block(pre_cfg, pre_block)
         path = spec.pretrain_weights_path
-        cached = _cached_pretrain(path, recipe, recipe.seed + PRETRAIN_SEED_OFFSET)
+        cached = _cached_pretrain(path, recipe, recipe.seed + PRETRAIN_SEED_OFFSET, pre_cfg)
         stage = _Stage(
             spec, "pretrain", pre_cfg, recipe.pretrain_iterations, recipe.seed + PRETRAIN_SEED_OFFSET,
             spec.pretrain_dir, path, "auto", mask_block=pre_block,
@@ -703,9 +703,9 @@ def _start_state(spec: RunSpec) -> tuple[dict[str, torch.Tensor] | None, str | N
     return record.teacher, str(start)
 
 
-def _cached_pretrain(path: Path, recipe: Recipe, seed: int) -> Path | None:
-    """``path`` when it holds a finished pre-training of this recipe (iterations, seed, crop, context, source zoom),
-    else ``None``."""
+def _cached_pretrain(path: Path, recipe: Recipe, seed: int, config: UDAConfig) -> Path | None:
+    """``path`` when it holds a finished pre-training of this recipe (iterations, seed, crop, context, source zoom)
+    and of ``config``'s source augmentation, else ``None``."""
     if not path.is_file():
         return None
     from mtbio.networks.weights import WeightsError, read_weights
@@ -718,6 +718,7 @@ def _cached_pretrain(path: Path, recipe: Recipe, seed: int) -> Path | None:
     same = same and record.seed == seed and record.crop == list(recipe.crop)
     same = same and record.context_sections == recipe.context_sections
     same = same and float((record.extra.get("recipe") or {}).get("source_zoom", 1.0)) == float(recipe.source_zoom)
+    same = same and bool((record.config or {}).get("source_augment", False)) == config.source_augment
     return path if same else None
 
 

@@ -136,6 +136,8 @@ def uda_step(
     if spec.uses_source:
         src = _require(batch, "source_image", name)
         src_label = _require(batch, "source_label", name)
+        if config.source_augment:
+            src = strong_augment(src, config.augment, generator)
         l_sup = supervised_loss(student(src), src_label, config.dice_weight)
         terms.append(l_sup)
         logs["loss_sup"] = l_sup.detach()

@@ -112,7 +112,7 @@ def test_run_training_records_the_context_and_every_reader_rebuilds_it(tmp_path:
     # the cached pre-training of another context is not reused
     from mtbio.uda.run import _cached_pretrain
 
-    assert _cached_pretrain(result.weights, dataclasses.replace(recipe, pretrain_iterations=2), 0) is None
+    assert _cached_pretrain(result.weights, dataclasses.replace(recipe, pretrain_iterations=2), 0, UDAConfig()) is None
 
 
 def test_records_without_the_field_read_as_one_channel(tmp_path: Path):

@@ -91,5 +91,8 @@ def test_run_training_records_source_zoom_and_never_reuses_a_pretraining_of_anot
     assert read_weights(result.weights).extra["recipe"]["source_zoom"] == 2.0
     pre = spec.pretrain_weights_path
     assert read_weights(pre).extra["recipe"]["source_zoom"] == 2.0
-    assert _cached_pretrain(pre, recipe, PRETRAIN_SEED_OFFSET) == pre  # the same recipe reuses it
-    assert _cached_pretrain(pre, dataclasses.replace(recipe, source_zoom=1.0), PRETRAIN_SEED_OFFSET) is None
+    cfg = UDAConfig()
+    assert _cached_pretrain(pre, recipe, PRETRAIN_SEED_OFFSET, cfg) == pre  # the same recipe reuses it
+    assert _cached_pretrain(pre, dataclasses.replace(recipe, source_zoom=1.0), PRETRAIN_SEED_OFFSET, cfg) is None
+    # nor one trained without the source intensity augmentation for a run that asks for it
+    assert _cached_pretrain(pre, recipe, PRETRAIN_SEED_OFFSET, UDAConfig(source_augment=True)) is None

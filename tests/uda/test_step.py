@@ -231,3 +231,22 @@ def test_source_prior_class_balance_reaches_the_pseudo_label_loss():
     assert len({round(v, 6) for v in losses.values()}) == 3
     with pytest.raises(ValueError, match="pl_class_balance"):
         UDAConfig(pl_class_balance="bogus")
+
+
+def test_source_augment_feeds_the_augmented_source_crop_to_the_supervised_loss():
+    from mtbio.uda.augment import strong_augment
+    from mtbio.uda.losses import supervised_loss
+
+    student, _ = _nets()
+    b = _batch()
+    plain = UDAConfig(strategy="source_only")
+    aug = UDAConfig(strategy="source_only", source_augment=True)
+    off = uda_step(student, None, b, plain, torch.Generator().manual_seed(3)).loss
+    assert torch.equal(off, supervised_loss(student(b["source_image"]), b["source_label"], 0.0))  # off: as before
+    on = uda_step(student, None, b, aug, torch.Generator().manual_seed(3)).loss
+    expected_image = strong_augment(b["source_image"], aug.augment, torch.Generator().manual_seed(3))
+    assert not torch.equal(expected_image, b["source_image"])
+    # on: the loss of the image drawn from the step's generator, against the unchanged labels
+    assert torch.allclose(on, supervised_loss(student(expected_image), b["source_label"], 0.0))
+    with pytest.raises(ValueError, match="source_augment must be true or false"):
+        UDAConfig(source_augment="yes")

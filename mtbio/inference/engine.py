@@ -154,11 +154,23 @@ class Engine:
             out *= self.weight
         return out
 
-    def run_rows(self, acc: SlabAccumulator, block: Block, rows: tuple[int, int], data: tuple[int, np.ndarray]) -> None:
+    def task_windows(self, task: BlockTask) -> int:
+        """How many windows ``task`` runs (its window rows times the windows of a row in the block's column)."""
+        starts, _, _ = self.column_box(task.block)
+        return max(task.rows[1] - task.rows[0], 0) * int(np.prod([len(s) for s in starts]))
+
+    def run_rows(
+        self,
+        acc: SlabAccumulator,
+        block: Block,
+        rows: tuple[int, int],
+        data: tuple[int, np.ndarray],
+        tick: Callable[[int], None] | None = None,
+    ) -> None:
         """Run every window of rows ``[r0, r1)`` in the block's column and add them to ``acc``.
 
         Windows are batched row by row in the global window order, so a row's outputs do not depend on
-        which block ran it.
+        which block ran it. ``tick(n)`` is called after every forward pass with its ``n`` windows.
         """
         z_origin, volume = data
         starts, lo, _ = self.column_box(block)
@@ -191,6 +203,8 @@ class Engine:
                 out = self._forward(batch)  # already multiplied by the weight map
                 for w, values in zip(chunk, out):
                     acc.add(w, values, self.weight)
+                if tick is not None:
+                    tick(len(chunk))
 
     def finish(self, acc: SlabAccumulator, block: Block) -> np.ndarray:
         """The block's stored values ``(C, *block shape)``: blended, activated, encoded."""
@@ -265,6 +279,7 @@ def run_task(
     task: BlockTask,
     parts: Iterable[tuple[tuple[int, int], tuple[int, np.ndarray] | None]],
     acc: SlabAccumulator | None,
+    tick: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, SlabAccumulator]:
     """Compute one task. ``acc`` is the previous slab's accumulator when ``task.carry``; otherwise ``None`` or
     an empty accumulator from ``engine.new_accumulator`` (made while the input was being read).
@@ -273,6 +288,7 @@ def run_task(
         parts: ``(rows, data)`` pairs covering ``task.rows`` in order, ``data`` from :meth:`Engine.read_rows`
             of those rows (``[(task.rows, data)]`` for one read; an iterator may still be reading the later
             parts while the first ones run).
+        tick: called with the number of windows of every forward pass (finer progress than blocks).
 
     Returns:
         ``(values (C, *block shape) in the stored dtype, the accumulator to carry to the next slab)``.
@@ -292,7 +308,7 @@ def run_task(
         if rows[0] != next_row:
             raise ValueError(f"internal error: rows {rows} do not continue the task's rows {task.rows} at {next_row}")
         if data is not None:
-            engine.run_rows(acc, task.block, rows, data)
+            engine.run_rows(acc, task.block, rows, data, tick)
         next_row = max(next_row, rows[1])
     if next_row < task.rows[1]:
         raise ValueError(f"internal error: the parts stopped at row {next_row} of the task's rows {task.rows}")

@@ -220,8 +220,7 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
     ]
     for t in threads:
         t.start()
-    if progress is not None:
-        progress(done["chunks"], total)
+    bar = _Progress(progress, total, done["chunks"], engine, tasks)
     acc = None
     try:
         for task in tasks:
@@ -229,12 +228,12 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
                 break
             if not task.carry:  # allocate (and zero) the accumulator while the reader is still busy
                 acc = engine.new_accumulator(task.block, engine.block_rows(task.block))
-            values, acc = run_task(engine, task, _parts(read_q, task), acc)
+                bar.start_group(task)
+            values, acc = run_task(engine, task, _parts(read_q, task), acc, bar.tick)
             write_q.put((task.block, values))
             if errors:
                 raise errors[0]
-            if progress is not None:
-                progress(done["chunks"], total)
+            bar.show(done["chunks"])
     finally:
         halt.set()
         write_q.put(_DONE)
@@ -246,3 +245,48 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
         progress(done["chunks"], total)
     if ledger.finished:
         mark_complete(prepared.output)
+
+
+class _Progress:
+    """``progress(done, total)`` in output chunks, moving while a block computes.
+
+    A block's chunks count when it is written; but the first task of a column (``carry`` False) may compute the
+    windows of every later slab of that column too (3D windows as deep as the volume: ortho-plane consensus), so
+    that between two written blocks the count would not move for most of the run. While a column's windows run,
+    the count goes up by that column's chunks times the share of its windows done; it never goes down.
+    """
+
+    def __init__(self, fn: ProgressFn | None, total: int, done: int, engine: Any, tasks: list[BlockTask]) -> None:
+        self.fn, self.total, self.engine, self.shown = fn, total, engine, -1
+        self.groups: dict[int, tuple[int, int]] = {}  # index of a column's first task -> (chunks, windows)
+        first = None
+        for i, task in enumerate(tasks):
+            if not task.carry or first is None:
+                first = i
+            chunks, windows = self.groups.get(first, (0, 0))
+            self.groups[first] = (chunks + task.block.num_chunks, windows + engine.task_windows(task))
+        self.first = {id(tasks[i]): i for i in self.groups}
+        self.base, self.chunks, self.windows, self.ran = done, 0, 0, 0
+        self.show(done)
+
+    def start_group(self, task: BlockTask) -> None:
+        """A column starts: the count so far is its base."""
+        i = self.first.get(id(task))
+        if i is None:
+            return
+        self.base = max(self.shown, 0)
+        self.chunks, self.windows = self.groups[i]
+        self.ran = 0
+
+    def tick(self, n: int) -> None:
+        """``n`` more windows of the current column ran."""
+        if self.fn is None or self.windows <= 0:
+            return
+        self.ran += n
+        self.show(self.base + (self.chunks * min(self.ran, self.windows)) // self.windows)
+
+    def show(self, value: int) -> None:
+        value = min(int(value), self.total)
+        if self.fn is not None and value > self.shown:
+            self.shown = value
+            self.fn(value, self.total)

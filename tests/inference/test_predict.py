@@ -142,6 +142,35 @@ def test_store_metadata_progress_and_zscore(tmp_path):
     assert seen[-1] == (3, 3) and [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+class _Counting(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.net(x)
+
+
+def test_progress_moves_while_a_column_computes_windows_as_deep_as_the_volume(tmp_path):
+    # one column of 3 slabs and windows as deep as the volume (as in ortho-plane consensus): the first task
+    # computes every window, so counting written blocks alone would sit at 0 until the end
+    net = _Counting(conv_net(3))
+    raw = (np.random.default_rng(2).random((12, 32, 32)) * 200).astype(np.uint8)
+    seen = []
+    predict_volume(
+        net, raw, tmp_path / "p.zarr", roi_size=(12, 8, 8), chunks=(4, 32, 32), batch_size=2,
+        progress=lambda d, t: seen.append((d, t, net.calls)),
+    )  # fmt: skip
+    forwards = net.calls
+    assert forwards > 4
+    assert seen[0][:2] == (0, 3) and seen[-1][:2] == (3, 3)
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)  # never goes back
+    # the count moved past 0 before the last forward pass (not only when the blocks were written)
+    assert any(0 < d < 3 and calls < forwards for d, _, calls in seen)
+    assert any(d == 1 and calls < forwards for d, _, calls in seen)
+
+
 def test_zscore_section_normalises_each_section_like_training(tmp_path):
     net = tiny_unet(2)
     rng = np.random.default_rng(3)

@@ -218,7 +218,9 @@ def prepare(
     chunk_shape = tuple(min(c, s) for c, s in zip(chunk_shape, shape))
     if block_shape is None:
         block_shape = (
-            chunk_shape[0],
+            # three planes: every window spans the volume's depth, so one slab per column computes each window once
+            # (the Dask path does not carry sums between slabs; a slab per chunk would run every window per slab)
+            shape[0] if ortho else chunk_shape[0],
             *(min(s, max(DEFAULT_MAX_COLUMN, c)) for s, c in zip(shape[1:], chunk_shape[1:])),
         )
     blocks_shape = resolve_block_shape(shape, chunk_shape, block_shape)

@@ -122,6 +122,23 @@ def test_predict_volume_xyz_matches_the_in_memory_prediction(tmp_path):
     assert config["planes"] == "xyz" and config["window"] == [32, 32, 32]
 
 
+def test_xyz_blocks_span_the_depth_so_the_dask_path_runs_each_window_once(tmp_path):
+    from mtbio.data.store import open_prediction_store
+    from mtbio.inference.distributed import predict_volume_dask
+
+    torch.set_num_threads(2)
+    vol = _volume((40, 32, 32))
+    settings = InferenceSettings(
+        roi_size=(32, 32), activation="softmax", dtype="float32", normalize="zscore_section", planes="xyz",
+        chunks=(8, 32, 32), device="cpu",
+    )  # fmt: skip
+    arr = predict_volume(_RowCol(), vol, tmp_path / "one.zarr", settings=settings)
+    config = open_prediction_store(tmp_path / "one.zarr").meta["config"]
+    assert config["block_shape"][0] == 40 and config["chunks"][0] == 8  # one slab of 5 chunks per column
+    dask = predict_volume_dask(_RowCol(), vol, tmp_path / "dask.zarr", n_workers=1, settings=settings)
+    np.testing.assert_allclose(np.asarray(dask[:]), np.asarray(arr[:]), atol=1e-5)
+
+
 def test_predict_volume_auto_reads_the_voxel_size(tmp_path):
     torch.set_num_threads(2)
     vol = _volume((32, 32, 32))

@@ -12,7 +12,10 @@ section (the literature's protocol, :func:`mtbio.metrics.evaluate`):
 * ``xy_none`` / ``xy_flips``: what ``benchmarks/uda_em2d.py`` scores with ``--tta none`` / ``flips``;
 * ``xz_flips`` / ``yz_flips``: one other plane alone (flips);
 * ``xyz_none`` / ``xyz_flips``: the mean probability of the three planes (3 / 12 forward passes per voxel against
-  ``xy_flips``' 4).
+  ``xy_flips``' 4);
+* ``xyz_flips_fgxy``: a label-free calibration of ``xyz_flips``: its threshold moved (:func:`match_foreground`, a
+  shift of the logit, so mAP is unchanged) so that it predicts the foreground fraction of ``xy_flips`` at 0.5 over
+  the predicted volume (the consensus ranks voxels, the xy prediction sets how many are foreground).
 
 ``--window-depths 48,96,176`` adds ``xyz_d<depth>`` rows: the tools' way (``InferenceSettings.planes = "xyz"``,
 :class:`mtbio.inference.planes.OrthoPlanes` on 3D windows ``(depth, roi, roi)``, z-scored per xy section, no TTA)
@@ -122,11 +125,28 @@ def score_variants(
             probs[plane, tta] = predict_plane(predict, image, plane, roi, tta)
             timing[f"{plane}_{tta}"] = time.perf_counter() - t0
     out: dict[str, dict[str, float]] = {}
+    means: dict[str, np.ndarray] = {}
     for name, (planes, tta) in VARIANTS.items():
-        prob = np.mean([probs[p, tta] for p in planes], axis=0)
+        prob = means[name] = np.mean([probs[p, tta] for p in planes], axis=0)
         ev = evaluate(prob[scored], label[scored])
         out[name] = {k: float(v) for k, v in {**ev.mean(), **ev.foreground()}.items()}
+    xy_fraction = float(np.mean(means["xy_flips"] >= 0.5))  # over the predicted volume: no label read
+    ev = evaluate(match_foreground(means["xyz_flips"], xy_fraction)[scored], label[scored])
+    out["xyz_flips_fgxy"] = {k: float(v) for k, v in {**ev.mean(), **ev.foreground()}.items()}
     return out
+
+
+def match_foreground(prob: np.ndarray, fraction: float) -> np.ndarray:
+    """``prob`` with its logit shifted so that ``prob >= 0.5`` holds on ``fraction`` of the voxels (up to ties): the
+    threshold ``t`` is the ``1 - fraction`` quantile of ``prob`` and the result ``sigmoid(logit(p) - logit(t))``, a
+    monotone map (the ranking, hence average precision, is unchanged)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    eps = 1e-6
+    p = np.clip(prob.astype(np.float64), eps, 1 - eps)
+    t = float(np.clip(np.quantile(p, 1.0 - fraction), eps, 1 - eps))
+    shift = np.log(t / (1 - t))
+    return (1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) - shift)))).astype(np.float32)
 
 
 def predict_windows(net: Any, image: np.ndarray, roi: int, depth: int) -> np.ndarray:

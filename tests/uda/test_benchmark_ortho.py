@@ -52,7 +52,10 @@ def test_score_variants_averages_planes_and_times_each_prediction():
     label = vol > 0.5
     timing: dict[str, float] = {}
     scored = ortho.score_variants(_predict, vol, label, 32, timing)
-    assert set(scored) == set(ortho.VARIANTS)
+    assert set(scored) == set(ortho.VARIANTS) | {"xyz_flips_fgxy"}
+    # the calibrated consensus predicts the xy prediction's foreground (labels not read), its ranking unchanged
+    assert scored["xyz_flips_fgxy"]["foreground"] == pytest.approx(scored["xy_flips"]["foreground"], abs=2e-3)
+    assert scored["xyz_flips_fgxy"]["mAP"] == pytest.approx(scored["xyz_flips"]["mAP"], abs=1e-6)
     assert set(timing) == {f"{p}_{t}" for p in ortho.PLANES for t in ("none", "flips")}
     for metrics in scored.values():
         assert {"IoU", "mAP", "F1", "MCC", "foreground"} <= set(metrics) and 0.0 <= metrics["IoU"] <= 1.0
@@ -77,3 +80,14 @@ def test_parse_args_reads_window_depths():
     assert args.window_depths == [48, 96] and args.score_sections is None and not args.depths_only
     with pytest.raises(SystemExit):
         ortho.parse_args(["--checkpoints", "C", "--eval-data", "D", "--out", "O", "--window-depths", "a"])
+
+
+def test_match_foreground_moves_the_threshold_and_keeps_the_order():
+    prob = np.random.default_rng(4).random((5, 30, 30)).astype(np.float32)
+    for fraction in (0.02, 0.3, 0.9):
+        out = ortho.match_foreground(prob, fraction)
+        assert np.mean(out >= 0.5) == pytest.approx(fraction, abs=2e-3)
+        order = np.argsort(prob.ravel(), kind="stable")
+        assert np.all(np.diff(out.ravel()[order]) >= -1e-7)  # monotone in the input
+    with pytest.raises(ValueError, match="fraction must be in"):
+        ortho.match_foreground(prob, 1.5)

@@ -70,6 +70,9 @@ Resume = Literal["auto", "require", "never"]
 RESUME_MAY_CHANGE = frozenset(
     {"recipe.checkpoint_interval", "recipe.log_interval", "recipe.score_crops", "recipe.score_crop_size"}
 )
+#: settings added after runs were recorded without them -> the value those runs were trained with (a resume that asks
+#: for another value is refused like any other change; settings not listed and not recorded are not compared)
+RESUME_ABSENT_MEANS: dict[str, Any] = {"config.source_augment": False}
 
 
 @dataclass
@@ -742,7 +745,7 @@ def _foreground_fraction(label: Any) -> float | None:
 
 def _check_resume(config: Path, now: Mapping[str, Any]) -> None:
     """Refuse to resume with other training settings than the run's ``config.json`` records (the result would be
-    neither run); settings the file does not record are not compared."""
+    neither run); settings the file does not record are not compared, except those of :data:`RESUME_ABSENT_MEANS`."""
     if not config.is_file():
         return
     try:
@@ -752,6 +755,7 @@ def _check_resume(config: Path, now: Mapping[str, Any]) -> None:
     except (ValueError, TypeError) as err:
         raise ValueError(f"resume: {config} is not a run configuration ({err})") from None
     a, b = _flat(saved), _flat(now)
+    a = {**{k: v for k, v in RESUME_ABSENT_MEANS.items() if k in b}, **a}
     changed = [f"{k} {a[k]} -> {b[k]}" for k in sorted(b) if k in a and k not in RESUME_MAY_CHANGE and a[k] != b[k]]
     if changed:
         raise ValueError(

@@ -243,6 +243,17 @@ def test_resume_policies_and_changed_settings(tmp_path: Path):
     assert done.complete
 
 
+def test_a_run_recorded_before_source_augment_existed_resumes_only_without_it(tmp_path: Path):
+    from mtbio.uda.run import _check_resume
+
+    old = UDAConfig(block_size=4).to_dict()
+    del old["source_augment"]  # a config.json written before the field existed (trained without it)
+    (tmp_path / "config.json").write_text(json.dumps({"config": old}))
+    _check_resume(tmp_path / "config.json", {"config": UDAConfig(block_size=4).to_dict()})
+    with pytest.raises(ValueError, match=r"config\.source_augment False -> True"):
+        _check_resume(tmp_path / "config.json", {"config": UDAConfig(block_size=4, source_augment=True).to_dict()})
+
+
 def test_pretraining_is_cached_and_every_strategy_starts_from_it(tmp_path: Path):
     shared = dict(pretrain_out=tmp_path / "pre", recipe={"pretrain_iterations": 3, "iterations": 2, "lr": 1e-30})
     first = run_training(_spec(tmp_path / "a", **shared))

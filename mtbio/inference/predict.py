@@ -257,7 +257,7 @@ class _Progress:
     """
 
     def __init__(self, fn: ProgressFn | None, total: int, done: int, engine: Any, tasks: list[BlockTask]) -> None:
-        self.fn, self.total, self.engine, self.shown = fn, total, engine, -1
+        self.fn, self.total, self.shown = fn, total, -1
         self.groups: dict[int, tuple[int, int]] = {}  # index of a column's first task -> (chunks, windows)
         first = None
         for i, task in enumerate(tasks):

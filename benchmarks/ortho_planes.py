@@ -15,7 +15,9 @@ section (the literature's protocol, :func:`mtbio.metrics.evaluate`):
   ``xy_flips``' 4);
 * ``xyz_flips_fgxy``: a label-free calibration of ``xyz_flips``: its threshold moved (:func:`match_foreground`, a
   shift of the logit, so mAP is unchanged) so that it predicts the foreground fraction of ``xy_flips`` at 0.5 over
-  the predicted volume (the consensus ranks voxels, the xy prediction sets how many are foreground).
+  the predicted volume (the consensus ranks voxels, the xy prediction sets how many are foreground);
+* ``xyz_flips_logit``: the three planes' (flip-averaged) probabilities averaged as log-odds instead of as
+  probabilities (``sigmoid(mean(logit(p)))``: a plane that is sure outweighs two that lean the other way).
 
 ``--window-depths 48,96,176`` adds ``xyz_d<depth>`` rows: the tools' way (``InferenceSettings.planes = "xyz"``,
 :class:`mtbio.inference.planes.OrthoPlanes` on 3D windows ``(depth, roi, roi)``, z-scored per xy section, no TTA)
@@ -133,7 +135,16 @@ def score_variants(
     xy_fraction = float(np.mean(means["xy_flips"] >= 0.5))  # over the predicted volume: no label read
     ev = evaluate(match_foreground(means["xyz_flips"], xy_fraction)[scored], label[scored])
     out["xyz_flips_fgxy"] = {k: float(v) for k, v in {**ev.mean(), **ev.foreground()}.items()}
+    ev = evaluate(logit_mean([probs[p, "flips"] for p in PLANES])[scored], label[scored])
+    out["xyz_flips_logit"] = {k: float(v) for k, v in {**ev.mean(), **ev.foreground()}.items()}
     return out
+
+
+def logit_mean(probs: Sequence[np.ndarray]) -> np.ndarray:
+    """``sigmoid(mean(logit(p)))`` over ``probs`` (probabilities clipped to [1e-6, 1 - 1e-6])."""
+    eps = 1e-6
+    z = np.mean([np.log(np.clip(p, eps, 1 - eps)) - np.log(np.clip(1 - p, eps, 1 - eps)) for p in probs], axis=0)
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
 def match_foreground(prob: np.ndarray, fraction: float) -> np.ndarray:

@@ -52,7 +52,7 @@ def test_score_variants_averages_planes_and_times_each_prediction():
     label = vol > 0.5
     timing: dict[str, float] = {}
     scored = ortho.score_variants(_predict, vol, label, 32, timing)
-    assert set(scored) == set(ortho.VARIANTS) | {"xyz_flips_fgxy"}
+    assert set(scored) == set(ortho.VARIANTS) | {"xyz_flips_fgxy", "xyz_flips_logit"}
     # the calibrated consensus predicts the xy prediction's foreground (labels not read), its ranking unchanged
     assert scored["xyz_flips_fgxy"]["foreground"] == pytest.approx(scored["xy_flips"]["foreground"], abs=2e-3)
     assert scored["xyz_flips_fgxy"]["mAP"] == pytest.approx(scored["xyz_flips"]["mAP"], abs=1e-6)
@@ -91,3 +91,13 @@ def test_match_foreground_moves_the_threshold_and_keeps_the_order():
         assert np.all(np.diff(out.ravel()[order]) >= -1e-7)  # monotone in the input
     with pytest.raises(ValueError, match="fraction must be in"):
         ortho.match_foreground(prob, 1.5)
+
+
+def test_logit_mean_lets_a_sure_plane_outweigh_two_leaning_planes():
+    sure, lean = np.array([0.99], np.float32), np.array([0.4], np.float32)
+    assert float(np.mean([sure, lean, lean])) > 0.5 and ortho.logit_mean([sure, lean, lean])[0] > 0.5
+    lean = np.array([0.2], np.float32)
+    assert float(np.mean([sure, lean, lean])) < 0.5  # the probability mean says background
+    z = (np.log(0.99 / 0.01) + 2 * np.log(0.2 / 0.8)) / 3
+    np.testing.assert_allclose(ortho.logit_mean([sure, lean, lean]), 1 / (1 + np.exp(-z)), rtol=1e-5)
+    assert ortho.logit_mean([sure, lean, lean])[0] > 0.5

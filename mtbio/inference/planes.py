@@ -2,17 +2,19 @@
 
 On an isotropic volume (FIB-SEM such as Lucchi++ at 5 nm in every axis) the xz and yz images of a volume look like
 its xy sections to a 2D network, so every voxel can be predicted three times, from three planes, and the three
-probabilities averaged. On VNC III -> Lucchi++ (design split, MaskTwins, 3 seeds) this raised IoU by 7-9 points on
-every seed (docs/uda.md "Ortho-plane consensus"). On anisotropic volumes (serial sections, 40-50 nm thick) the xz / yz
+predictions combined: their log-probabilities averaged (for two classes the mean log-odds, a geometric mean of the
+probabilities). On VNC III -> Lucchi++ (design split, MaskTwins, 3 seeds) this raised IoU by 9-10 points on every
+seed (docs/uda.md "Ortho-plane consensus"); averaging the probabilities instead gave 1.1-2.0 points less on each of
+those seeds and under-segmented more (docs/uda.md "How the planes are combined"). On anisotropic volumes (serial sections, 40-50 nm thick) the xz / yz
 images are stretched ~10x and the network has never seen such images: the mode is for isotropic volumes only
 (:func:`resolve_planes`).
 
 :class:`OrthoPlanes` is a drop-in 3D network (``(B, C, D, H, W) -> (B, K, D, H, W)``, what MONAI's sliding window and
 :func:`mtbio.inference.predict_volume` call with a 3D window): for a batch of windows it runs the 2D network on every
 xy image (D of them, H x W), every xz image (H of them, D x W) and every yz image (W of them, D x H), each padded with
-zeros to a multiple of ``multiple`` (the U-Net's downsampling) and cropped back, and returns ``log`` of the mean of
-the three planes' softmax probabilities (as :class:`mtbio.inference.tta.TTAWrapper` averages views), so that window
-blending, the activation and the stored dtype stay as they are. A :class:`~mtbio.inference.tta.TTAWrapper` inside it
+zeros to a multiple of ``multiple`` (the U-Net's downsampling) and cropped back, and returns the mean of the three
+planes' log-softmax outputs (unnormalised log-probabilities: the activation applied after window blending normalises
+them), so that window blending, the activation and the stored dtype stay as they are. A :class:`~mtbio.inference.tta.TTAWrapper` inside it
 flips each image in its own plane. Memory: ``image_batch`` images per forward pass, whatever the window.
 
 The field is :attr:`mtbio.inference.settings.InferenceSettings.planes`; with ``xyz`` a 2D network runs on 3D windows
@@ -105,8 +107,9 @@ class OrthoPlanes(torch.nn.Module):
 
     Args:
         network: ``(N, C, h, w) -> (N, K, h, w)`` logits, any ``h, w`` that are multiples of ``multiple``.
-        activation: how the planes are averaged: ``softmax`` (default; returns ``log(mean softmax)``), ``sigmoid``
-            (``logit(mean sigmoid)``) or ``None`` (the mean of the raw outputs).
+        activation: how the planes are combined: ``softmax`` (default; returns the mean of the planes'
+            ``log_softmax``, whose softmax is the renormalised geometric mean of their probabilities), ``sigmoid``
+            (the mean of the planes' logits) or ``None`` (the mean of the raw outputs).
         image_batch: 2D images per forward pass.
         multiple: each image is zero-padded to a multiple of this (after z-scoring, zero is the mean).
 
@@ -133,7 +136,8 @@ class OrthoPlanes(torch.nn.Module):
         return f"planes=xyz, activation={act}, image_batch={self.image_batch}"
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:
-        """``(N, C, h, w)`` -> probabilities ``(N, K, h, w)`` (float32), ``image_batch`` at a time, padded."""
+        """``(N, C, h, w)`` -> ``(N, K, h, w)`` float32 log-probabilities (softmax), logits (sigmoid) or raw outputs,
+        ``image_batch`` images at a time, padded."""
         h, w = images.shape[-2:]
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         outs = []
@@ -143,9 +147,7 @@ class OrthoPlanes(torch.nn.Module):
                 x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
             y = self.network(x)[..., ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w].float()
             if self.activation is Activation.SOFTMAX:
-                y = torch.softmax(y, dim=1)
-            elif self.activation is Activation.SIGMOID:
-                y = torch.sigmoid(y)
+                y = torch.log_softmax(y, dim=1)
             outs.append(y)
         return torch.cat(outs, dim=0)
 
@@ -160,11 +162,4 @@ class OrthoPlanes(torch.nn.Module):
         total = total + xz.reshape(b, h, -1, d, w).permute(0, 2, 3, 1, 4)
         yz = self._images(x.permute(0, 4, 1, 2, 3).reshape(b * w, c, d, h))
         total = total + yz.reshape(b, w, -1, d, h).permute(0, 2, 3, 4, 1)
-        mean = total / 3.0
-        if self.activation is None:
-            return mean.contiguous()
-        tiny = torch.finfo(mean.dtype).tiny
-        if self.activation is Activation.SOFTMAX:
-            return torch.log(mean.clamp_min(tiny)).contiguous()
-        mean = mean.clamp(tiny, 1.0 - torch.finfo(mean.dtype).eps)
-        return (torch.log(mean) - torch.log1p(-mean)).contiguous()
+        return (total / 3.0).contiguous()

@@ -29,7 +29,7 @@ def _prob(net, images):
     return torch.softmax(net(images), dim=1)
 
 
-def test_orthoplanes_averages_the_three_planes_probabilities():
+def test_orthoplanes_averages_the_three_planes_log_probabilities():
     torch.manual_seed(0)
     net = _RowCol()
     x = torch.randn(2, 1, 16, 32, 48)
@@ -39,8 +39,17 @@ def test_orthoplanes_averages_the_three_planes_probabilities():
     xy = torch.stack([_prob(net, x[:, :, z]) for z in range(d)], dim=2)  # images H x W
     xz = torch.stack([_prob(net, x[:, :, :, y]) for y in range(h)], dim=3)  # images D x W
     yz = torch.stack([_prob(net, x[:, :, :, :, i]) for i in range(w)], dim=4)  # images D x H
-    expected = (xy + xz + yz) / 3
+    # the mean of the planes' log-probabilities: softmax of it is their renormalised geometric mean
+    geometric = (xy * xz * yz) ** (1 / 3)
+    expected = geometric / geometric.sum(dim=1, keepdim=True)
     torch.testing.assert_close(torch.softmax(out, dim=1), expected, atol=1e-5, rtol=1e-5)
+    # two classes: the foreground probability is sigmoid of the planes' mean log-odds
+    logit = lambda p: torch.log(p[:, 1]) - torch.log(p[:, 0])  # noqa: E731
+    torch.testing.assert_close(
+        torch.softmax(out, dim=1)[:, 1], torch.sigmoid((logit(xy) + logit(xz) + logit(yz)) / 3), atol=1e-5, rtol=1e-5
+    )
+    arithmetic = (xy + xz + yz) / 3
+    assert (torch.softmax(out, dim=1) - arithmetic).abs().max() > 1e-3  # not the probability mean
 
 
 def test_orthoplanes_pads_images_to_the_multiple_and_crops_back():

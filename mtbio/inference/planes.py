@@ -3,9 +3,10 @@
 On an isotropic volume (FIB-SEM such as Lucchi++ at 5 nm in every axis) the xz and yz images of a volume look like
 its xy sections to a 2D network, so every voxel can be predicted three times, from three planes, and the three
 predictions combined: their log-probabilities averaged (for two classes the mean log-odds, a geometric mean of the
-probabilities). On VNC III -> Lucchi++ (design split, MaskTwins, 3 seeds) this raised IoU by 9-10 points on every
-seed (docs/uda.md "Ortho-plane consensus"); averaging the probabilities instead gave 1.1-2.0 points less on each of
-those seeds and under-segmented more (docs/uda.md "How the planes are combined"). On anisotropic volumes (serial sections, 40-50 nm thick) the xz / yz
+probabilities). On VNC III -> Lucchi++ (design split, MaskTwins, 3 seeds, whole planes) this raised IoU by 8.9-10.4
+points on every seed (docs/uda.md "Ortho-plane consensus"); averaging the probabilities instead gave 1.1-2.0 points
+less on each of those seeds and 2.0-5.2 less on three mean-teacher models (docs/uda.md "How the planes are
+combined"). On anisotropic volumes (serial sections, 40-50 nm thick) the xz / yz
 images are stretched ~10x and the network has never seen such images: the mode is for isotropic volumes only
 (:func:`resolve_planes`).
 

@@ -192,7 +192,7 @@ class InferenceSettings:
             window); the views' probabilities are averaged (4x / 8x forward passes).
         planes: the planes a 2D network predicts a 3D volume along: ``xy`` (section by section), ``xyz`` (ortho-plane
             consensus: the xy, xz and yz images of 3D windows as deep as the window is wide (capped at the volume),
-            the three planes' probabilities averaged, 3x forward passes; isotropic volumes only;
+            the three planes' log-probabilities averaged, 3x forward passes; isotropic volumes only;
             :mod:`mtbio.inference.planes`) or ``auto`` (``xyz`` on a volume at least 32 sections deep whose known
             voxel size is isotropic within 1.5x, as FIB-SEM; else ``xy``). 3D networks and 2D images run as they
             are (``auto``); ``xyz`` is refused for them. With ``xyz``, ``batch_size`` counts 2D images per pass.

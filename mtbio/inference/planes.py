@@ -15,8 +15,9 @@ images are stretched ~10x and the network has never seen such images: the mode i
 xy image (D of them, H x W), every xz image (H of them, D x W) and every yz image (W of them, D x H), each padded with
 zeros to a multiple of ``multiple`` (the U-Net's downsampling) and cropped back, and returns the mean of the three
 planes' log-softmax outputs (unnormalised log-probabilities: the activation applied after window blending normalises
-them), so that window blending, the activation and the stored dtype stay as they are. A :class:`~mtbio.inference.tta.TTAWrapper` inside it
-flips each image in its own plane. Memory: ``image_batch`` images per forward pass, whatever the window.
+them), so that window blending, the activation and the stored dtype stay as they are. A
+:class:`~mtbio.inference.tta.TTAWrapper` inside it flips each image in its own plane. Memory: ``image_batch`` images
+per forward pass, whatever the window.
 
 The field is :attr:`mtbio.inference.settings.InferenceSettings.planes`; with ``xyz`` a 2D network runs on 3D windows
 of ``(depth, *roi_size)`` (:func:`plane_window`).

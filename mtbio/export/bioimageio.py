@@ -150,7 +150,7 @@ def _readme(name: str, source: ExportSource, cfg: dict[str, Any], roi: tuple[int
     if cfg.get("planes") not in (None, "xy"):
         tta_use += (
             f", and planes `{cfg['planes']}`: on an isotropic volume the 2D network also predicts its xz and yz images "
-            "and the three planes' probabilities are averaged (ortho-plane consensus); `--planes xy` turns it off"
+            "and the three planes' log-odds are averaged (ortho-plane consensus); `--planes xy` turns it off"
         )
 
     def value(v: Any) -> str:

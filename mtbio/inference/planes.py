@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from mtbio.inference.settings import TTA, Activation, Planes, as_activation, as_planes, as_tta
 
 __all__ = [
+    "CONSENSUS",
     "ISOTROPY_TOLERANCE",
     "MIN_PLANE_DEPTH",
     "OrthoPlanes",
@@ -41,6 +42,9 @@ __all__ = [
     "resolve_planes",
 ]
 
+#: how :class:`OrthoPlanes` combines the planes, recorded in a ``planes: xyz`` store's config so that a store begun
+#: with another rule (the probability mean, before 2026-12-06) is not resumed with this one
+CONSENSUS = "mean_log_odds"
 #: ``auto`` takes ``xyz`` when the largest voxel side is at most this factor of the smallest
 ISOTROPY_TOLERANCE = 1.5
 #: ``auto`` takes ``xyz`` only on volumes at least this many sections deep (xz / yz images of a thin stack are mostly

@@ -21,7 +21,7 @@ from mtbio.inference.blending import importance_map
 from mtbio.inference.engine import Engine, RepeatChannels, SectionWise
 from mtbio.inference.finite import FiniteCheck, can_hold_nonfinite, check_section_stats
 from mtbio.inference.model_io import model_hash
-from mtbio.inference.planes import OrthoPlanes, check_planes_tta, plane_window, resolve_planes
+from mtbio.inference.planes import CONSENSUS, OrthoPlanes, check_planes_tta, plane_window, resolve_planes
 from mtbio.inference.resume import Ledger, create_store, open_existing, reserve
 from mtbio.inference.settings import TTA, InferenceSettings, Planes
 from mtbio.inference.sources import fingerprint, open_source
@@ -268,6 +268,7 @@ def prepare(
     if ortho:  # absent: xy, as stores written before the field
         config["planes"] = Planes.XYZ.value
         config["window"] = list(grid_roi)
+        config["consensus"] = CONSENSUS
     if k:  # absent: one channel, as stores written before the field
         config["context_sections"] = k
     create_kwargs = {

@@ -53,7 +53,9 @@ def previous_selected(out: Path) -> dict[str, Any]:
 def prediction_plan(spec: AdaptSpec, weights: Path) -> dict[str, Any]:
     """The network, settings and identity (model hash and settings) of the prediction with ``weights``."""
     from mtbio.inference.model_io import model_hash
+    from mtbio.inference.planes import CONSENSUS
     from mtbio.inference.resampled import weights_settings
+    from mtbio.inference.settings import Planes
     from mtbio.uda.adapt_choice import load_network
 
     network = load_network(weights, spec)
@@ -67,6 +69,8 @@ def prediction_plan(spec: AdaptSpec, weights: Path) -> dict[str, Any]:
         settings = dataclasses.replace(settings, resample=False)
     settings = dataclasses.replace(settings, roi_size=settings.window(spec.recipe.spatial_dims))
     identity = {"model_hash": model_hash(network), "weights": str(weights), "settings": _jsonable(settings.kwargs())}
+    if Planes(settings.planes) is not Planes.XY:  # a store predicted along three planes with another rule is redone
+        identity["consensus"] = CONSENSUS
     return {"network": network, "settings": settings, "voxel": model_voxel, "norm": model_norm, "identity": identity}
 
 

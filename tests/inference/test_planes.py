@@ -128,7 +128,7 @@ def test_predict_volume_xyz_matches_the_in_memory_prediction(tmp_path):
     from mtbio.data.store import open_prediction_store
 
     config = open_prediction_store(tmp_path / "p.zarr").meta["config"]
-    assert config["planes"] == "xyz" and config["window"] == [32, 32, 32]
+    assert config["planes"] == "xyz" and config["window"] == [32, 32, 32] and config["consensus"] == "mean_log_odds"
 
 
 def test_xyz_blocks_span_the_depth_so_the_dask_path_runs_each_window_once(tmp_path):
@@ -183,3 +183,21 @@ def test_predict_volume_xyz_refuses_an_anisotropic_input(tmp_path):
     with pytest.raises(ValueError, match="isotropic"):
         predict_volume(_RowCol(), _volume((32, 32, 32)), tmp_path / "p.zarr", settings=settings)
     assert not (tmp_path / "p.zarr").exists()
+
+
+def test_a_store_begun_with_another_consensus_rule_is_not_resumed(tmp_path):
+    import zarr
+
+    torch.set_num_threads(2)
+    vol = _volume((20, 32, 32))
+    settings = InferenceSettings(
+        roi_size=(32, 32), activation="softmax", dtype="float32", normalize="zscore_section", planes="xyz",
+        device="cpu",
+    )  # fmt: skip
+    predict_volume(_RowCol(), vol, tmp_path / "p.zarr", settings=settings)
+    group = zarr.open_group(str(tmp_path / "p.zarr"), mode="r+")
+    attrs = dict(group.attrs["mtbio"])
+    del attrs["config"]["consensus"]  # as written before the rule was recorded (the probability mean)
+    group.attrs["mtbio"] = {**attrs, "complete": False}
+    with pytest.raises(ValueError, match="consensus"):
+        predict_volume(_RowCol(), vol, tmp_path / "p.zarr", settings=settings, resume=True)

@@ -144,6 +144,19 @@ def test_rerun_keeps_the_finished_training_and_prediction(finished):
     assert _selected(out)["calls"] == before[2] + 1
 
 
+def test_the_prediction_identity_names_the_consensus_rule_along_three_planes(finished):
+    from mtbio.inference.planes import CONSENSUS
+    from mtbio.uda.adapt_output import prediction_plan
+
+    out, args, _ = finished
+    spec = _spec(args)
+    weights = out / "masktwins" / "final.pt"
+    assert spec.inference.planes.value == "auto"  # the tools' default: a store made with another rule is redone
+    assert prediction_plan(spec, weights)["identity"]["consensus"] == CONSENSUS
+    xy = dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, planes="xy"))
+    assert "consensus" not in prediction_plan(xy, weights)["identity"]  # section by section: nothing to combine
+
+
 def test_a_stopped_prediction_resumes_to_the_same_store(finished):
     out, args, _ = finished
     store = out / "prediction.zarr"

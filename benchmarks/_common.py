@@ -11,7 +11,16 @@ import numpy as np
 
 from mtbio.metrics.table import METRICS, results_table
 
-__all__ = ["METRICS", "acceptance", "add_planes_argument", "add_tta_argument", "mean_std", "summarize", "timed_fit"]
+__all__ = [
+    "METRICS",
+    "acceptance",
+    "add_planes_argument",
+    "add_tta_argument",
+    "labelled_sections",
+    "mean_std",
+    "summarize",
+    "timed_fit",
+]
 
 #: the markdown table of mean ± sample std over seeds (``mtbio.metrics.table.results_table``)
 summarize = results_table
@@ -48,6 +57,17 @@ def add_planes_argument(parser: Any, help: str) -> None:
         choices=[m.value for m in Planes],
         help=f"planes {help}",
     )
+
+
+def labelled_sections(eval_data: Any, split_name: str, sections: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The Lucchi++ split ``split_name`` of the folder ``eval_data`` (:func:`mtbio.data.sources.load_split`), and its
+    first ``sections`` sections: ``(split, image (Z, Y, X) float32, label (Z, Y, X) bool)``."""
+    from mtbio.data.sources import load_split
+
+    split = load_split("lucchi_pp", eval_data, split_name)
+    image = np.asarray(split.image[:sections], dtype=np.float32)
+    label = np.asarray(split.label[:sections]) > 0
+    return split, image, label
 
 
 def timed_fit(trainer: Any) -> float:

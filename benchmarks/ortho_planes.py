@@ -187,18 +187,15 @@ def predict_windows(net: Any, image: np.ndarray, roi: int, depth: int) -> np.nda
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
-    from _common import summarize
+    from _common import labelled_sections, summarize
 
-    from mtbio.data.sources import load_split
     from mtbio.provenance import git_hash, write_json_atomic
     from mtbio.uda.evaluate import predict_in_memory
     from mtbio.uda.experiment import load_weights
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    split = load_split("lucchi_pp", args.eval_data, args.split)
-    image = np.asarray(split.image[: args.sections], dtype=np.float32)
-    label = np.asarray(split.label[: args.sections]) > 0
+    _, image, label = labelled_sections(args.eval_data, args.split, args.sections)
     scored_z = slice(0, args.score_sections)  # the first N predicted sections are scored (all by default)
     files = sorted(args.checkpoints.glob("*_seed*.pt"))
     if not files:

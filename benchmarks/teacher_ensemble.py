@@ -88,18 +88,15 @@ def score_members(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
-    from _common import summarize
+    from _common import labelled_sections, summarize
 
-    from mtbio.data.sources import load_split
     from mtbio.provenance import git_hash, write_json_atomic
     from mtbio.uda.evaluate import predict_in_memory
     from mtbio.uda.experiment import load_weights
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    split = load_split("lucchi_pp", args.eval_data, args.split)
-    image = np.asarray(split.image[: args.sections], dtype=np.float32)
-    label = np.asarray(split.label[: args.sections]) > 0
+    split, image, label = labelled_sections(args.eval_data, args.split, args.sections)
     res_path = args.out / "results.json"
     results: dict[str, list[dict[str, Any]]] = json.loads(res_path.read_text()) if res_path.is_file() else {}
     done = {r["seed"] for r in results.get("ensemble", [])}

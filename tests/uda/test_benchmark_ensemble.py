@@ -43,3 +43,25 @@ def test_parse_args_needs_two_members_and_reads_seeds(capsys):
     with pytest.raises(SystemExit):
         ens.parse_args([*base, "--members", "a"])
     assert "at least twice" in capsys.readouterr().err
+
+
+def test_labelled_sections_reads_the_first_sections_as_float_and_bool(monkeypatch):
+    import types
+
+    from _common import labelled_sections
+
+    import mtbio.data.sources as sources
+
+    seen = []
+    raw = np.arange(5 * 4 * 4, dtype=np.uint8).reshape(5, 4, 4)
+    lab = (raw % 3 == 0).astype(np.uint8) * 255
+
+    def fake(kind, folder, split):
+        seen.append((kind, folder, split))
+        return types.SimpleNamespace(image=raw, label=lab, voxel_size=(5.0, 5.0, 5.0))
+
+    monkeypatch.setattr(sources, "load_split", fake)
+    split, image, label = labelled_sections("DATA", "epfl_test", 3)
+    assert seen == [("lucchi_pp", "DATA", "epfl_test")] and split.voxel_size == (5.0, 5.0, 5.0)
+    assert image.dtype == np.float32 and image.shape == (3, 4, 4) and np.array_equal(image, raw[:3])
+    assert label.dtype == bool and np.array_equal(label, lab[:3] > 0)

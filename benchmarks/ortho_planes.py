@@ -17,7 +17,8 @@ section (the literature's protocol, :func:`mtbio.metrics.evaluate`):
   shift of the logit, so mAP is unchanged) so that it predicts the foreground fraction of ``xy_flips`` at 0.5 over
   the predicted volume (the consensus ranks voxels, the xy prediction sets how many are foreground);
 * ``xyz_flips_logit``: the three planes' (flip-averaged) probabilities averaged as log-odds instead of as
-  probabilities (``sigmoid(mean(logit(p)))``: a plane that is sure outweighs two that lean the other way).
+  probabilities (``sigmoid(mean(logit(p)))``: a plane that is sure outweighs two that lean the other way); the
+  tools' rule since 2026-12-06 (:class:`mtbio.inference.planes.OrthoPlanes`), so also the ``xyz_d<depth>`` rows'.
 
 ``--window-depths 48,96,176`` adds ``xyz_d<depth>`` rows: the tools' way (``InferenceSettings.planes = "xyz"``,
 :class:`mtbio.inference.planes.OrthoPlanes` on 3D windows ``(depth, roi, roi)``, z-scored per xy section, no TTA)

@@ -223,12 +223,12 @@ def _run(prepared: Prepared, tasks: list[BlockTask], progress: ProgressFn | None
     bar = _Progress(progress, total, done["chunks"], engine, tasks)
     acc = None
     try:
-        for task in tasks:
+        for i, task in enumerate(tasks):
             if stop is not None and stop():
                 break
             if not task.carry:  # allocate (and zero) the accumulator while the reader is still busy
                 acc = engine.new_accumulator(task.block, engine.block_rows(task.block))
-                bar.start_group(task)
+                bar.start_group(i)
             values, acc = run_task(engine, task, _parts(read_q, task), acc, bar.tick)
             write_q.put((task.block, values))
             if errors:
@@ -265,14 +265,12 @@ class _Progress:
                 first = i
             chunks, windows = self.groups.get(first, (0, 0))
             self.groups[first] = (chunks + task.block.num_chunks, windows + engine.task_windows(task))
-        self.first = {id(tasks[i]): i for i in self.groups}
         self.base, self.chunks, self.windows, self.ran = done, 0, 0, 0
         self.show(done)
 
-    def start_group(self, task: BlockTask) -> None:
-        """A column starts: the count so far is its base."""
-        i = self.first.get(id(task))
-        if i is None:
+    def start_group(self, i: int) -> None:
+        """The column whose first task is ``tasks[i]`` starts: the count so far is its base."""
+        if i not in self.groups:
             return
         self.base = max(self.shown, 0)
         self.chunks, self.windows = self.groups[i]

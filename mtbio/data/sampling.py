@@ -17,6 +17,12 @@ on each side as channels (``(B, 1 + 2k, H, W)``, the same (Y, X) window, the dra
 replicated at the volume's ends and each z-scored with its own section's statistics (:mod:`mtbio.data.context`).
 Flips and rot90 apply to every channel alike; the order of the channels is never reversed (no z-flip), so channel
 ``c`` always is section ``z - k + c``. The label is the drawn section's.
+
+Crops along three planes (``planes="xyz"``, 2D crops only, for isotropic volumes): each crop is drawn, with equal
+probability, from an xy section, an xz plane (Z x X at one y) or a yz plane (Z x Y at one x): the images
+:class:`mtbio.inference.planes.OrthoPlanes` predicts at inference. Every row of an xz / yz crop is z-scored with the
+statistics of its own xy section (the inference rule ``zscore_section``); a volume shallower than the crop's first
+side is mirrored at its last section (``numpy.pad`` ``reflect``) up to the crop.
 """
 
 from __future__ import annotations
@@ -32,11 +38,13 @@ from mtbio.data.context import check_context, context_indices
 from mtbio.data.normalize import image_stats, zscore
 from mtbio.data.resample import ResampledVolume
 
-__all__ = ["CropSampler", "MinForeground", "image_stats", "stream_rng"]
+__all__ = ["SAMPLER_PLANES", "CropSampler", "MinForeground", "image_stats", "stream_rng"]
 
 #: stream ids, so that source and target draws never share a random sequence
 SOURCE_STREAM = 0
 TARGET_STREAM = 1
+#: ``planes`` of :class:`CropSampler`: xy sections only, or xy / xz / yz planes drawn with equal probability
+SAMPLER_PLANES = ("xy", "xyz")
 
 
 def stream_rng(seed: int, stream: int, iteration: int) -> np.random.Generator:
@@ -81,12 +89,16 @@ class CropSampler:
             section, resampled to the crop by :class:`~mtbio.data.resample.ResampledVolume`: linear after a
             Gaussian pre-filter when shrinking, the label thresholded at 0.5), so objects appear at sizes from
             ``1 / zoom`` to ``zoom`` times their own; 1 = off (no extra random draw: crop sequences are unchanged).
+        planes: ``"xy"`` (crops of xy sections) or ``"xyz"`` (2D crops of xy, xz and yz planes alike, module
+            docstring; for isotropic volumes, at least 2 sections deep); ``"xy"`` draws no extra random number, so
+            its crop sequences are unchanged.
 
     Calling ``sampler(i)`` returns ``{"image": float32 (B, 1 + 2k, *crop_size), "label": int64 (B, 1, *crop_size)}``
     (``"label"`` only with labels), on the CPU.
 
     Raises:
-        ValueError: bad arguments, volumes smaller than the crop, or ``context_sections > 0`` with 3D crops.
+        ValueError: bad arguments, volumes smaller than the crop, ``context_sections > 0`` with 3D crops, or
+            ``planes="xyz"`` with 3D crops, adjacent sections or zoom.
     """
 
     def __init__(
@@ -104,6 +116,7 @@ class CropSampler:
         in_memory: bool = False,
         context_sections: int = 0,
         zoom: float = 1.0,
+        planes: str = "xy",
     ) -> None:
         imgs = [images] if hasattr(images, "shape") else list(images)
         if not imgs:
@@ -132,6 +145,14 @@ class CropSampler:
             raise ValueError(f"zoom must be a finite number >= 1 (1 = no scale augmentation), got {zoom}")
         if self.zoom > 1.0 and self.spatial_dims != 2:
             raise ValueError(f"zoom (in-plane scale augmentation) needs 2D crops (H, W), got {self.crop_size}")
+        if planes not in SAMPLER_PLANES:
+            raise ValueError(f"planes must be one of {SAMPLER_PLANES}, got {planes!r}")
+        self.planes = str(planes)
+        if self.planes == "xyz" and (self.spatial_dims != 2 or self.context or self.zoom > 1.0):
+            raise ValueError(
+                "planes 'xyz' (crops of xy, xz and yz planes) needs plain 2D crops: no 3D crop, adjacent sections "
+                f"or zoom (crop {self.crop_size}, context_sections {self.context}, zoom {self.zoom})"
+            )
         if accept is not None and labs is None:
             raise ValueError("foreground rejection (accept=...) needs label volumes")
         for k, img in enumerate(imgs):
@@ -142,6 +163,11 @@ class CropSampler:
             need = self.crop_size if self.spatial_dims == 3 else (1, *self.crop_size)
             if any(s < c for s, c in zip(img.shape, need)):
                 raise ValueError(f"image volume {k} of shape {tuple(img.shape)} is smaller than the crop {need}")
+            if self.planes == "xyz" and (img.shape[0] < 2 or min(img.shape[1:]) < self.crop_size[1]):
+                raise ValueError(
+                    f"image volume {k} of shape {tuple(img.shape)}: crops of xz / yz planes need at least 2 sections "
+                    f"and sections at least {self.crop_size[1]} px on each side"
+                )
         if in_memory:
             imgs = [np.asarray(v[:]) for v in imgs]
             labs = None if labs is None else [np.asarray(v[:]) for v in labs]
@@ -183,6 +209,11 @@ class CropSampler:
         return tuple(slice(o, o + c) for o, c in zip(origin, window))
 
     def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.planes == "xyz":
+            axis = int(rng.integers(0, 3))  # the axis the crop's plane is normal to: 0 = xy, 1 = xz, 2 = yz
+            if axis:
+                image, label = self._plane_crop(rng, axis)
+                return self._geometric(rng, image, label) if self.augment else (image, label)
         label = None
         window = self._window(rng)
         for _ in range(self.max_retries):
@@ -207,6 +238,32 @@ class CropSampler:
             image, label = self._geometric(rng, image, label)
         return image, label
 
+    def _plane_crop(self, rng: np.random.Generator, axis: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """One crop of an xz (``axis`` 1) or yz (``axis`` 2) plane: rows are sections, each z-scored with its own
+        section's statistics; mirrored at the last section up to the crop's first side."""
+        label = None
+        for _ in range(self.max_retries):
+            v = int(rng.choice(len(self.images), p=self._volume_p))
+            shape = self.images[v].shape
+            depth = min(self.crop_size[0], int(shape[0]))
+            z = int(rng.integers(0, shape[0] - depth + 1))
+            at = int(rng.integers(0, shape[axis]))
+            along = 3 - axis  # the in-plane axis the crop spans besides z
+            o = int(rng.integers(0, shape[along] - self.crop_size[1] + 1))
+            sl: list[Any] = [slice(z, z + depth), None, None]
+            sl[axis], sl[along] = at, slice(o, o + self.crop_size[1])
+            if self.labels is not None:
+                label = np.asarray(self.labels[v][tuple(sl)]) > 0
+                if self.accept is not None and not self.accept(_mirror_rows(label, self.crop_size[0])):
+                    continue
+            break
+        mean, std = self.stats[v]
+        image = zscore(
+            self.images[v][tuple(sl)], mean[z : z + depth, None], std[z : z + depth, None], precision=np.float64
+        )
+        label = None if label is None else _mirror_rows(label, self.crop_size[0])
+        return _mirror_rows(image, self.crop_size[0]), label
+
     def _geometric(
         self, rng: np.random.Generator, image: np.ndarray, label: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -230,6 +287,15 @@ class CropSampler:
         if self.labels is not None:
             out["label"] = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].astype(np.int64))
         return out
+
+
+def _mirror_rows(plane: np.ndarray, rows: int) -> np.ndarray:
+    """``plane`` (r, w) mirrored at its last row (``numpy.pad`` ``reflect``) to ``rows`` rows (unchanged when r >=
+    rows); a plane of one row is repeated."""
+    missing = rows - plane.shape[0]
+    if missing <= 0:
+        return plane
+    return np.pad(plane, ((0, missing), (0, 0)), mode="reflect" if plane.shape[0] > 1 else "edge")
 
 
 def _resize(image: np.ndarray, label: np.ndarray | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:

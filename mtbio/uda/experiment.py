@@ -44,6 +44,7 @@ def build_trainer(
     init_state: Mapping[str, torch.Tensor] | None = None,
     context_sections: int = 0,
     source_zoom: float = 1.0,
+    target_planes: str = "xy",
 ) -> UDATrainer:
     """A :class:`UDATrainer` with crop samplers over (Z, Y, X) volumes (or lists of volumes).
 
@@ -60,6 +61,8 @@ def build_trainer(
     ``k`` adjacent sections on each side as further channels and a named network ``1 + 2k`` input channels; the
     network is marked with it (:func:`mtbio.networks.context.with_context`). ``source_zoom`` (> 1, 2D crops) zooms
     every source crop in-plane by a factor log-uniform in ``[1 / source_zoom, source_zoom]`` (``CropSampler`` ``zoom``).
+    ``target_planes`` ``"xyz"`` draws the target crops from xy, xz and yz planes alike (``CropSampler`` ``planes``;
+    resolved by the caller, never ``"auto"``).
     """
     spec = strategy_spec(config.strategy)
     spatial_dims = len(tuple(crop_size))
@@ -93,6 +96,7 @@ def build_trainer(
             stream=TARGET_STREAM,
             in_memory=in_memory,
             context_sections=context_sections,
+            planes=str(target_planes),
         )
     if isinstance(network, torch.nn.Module):
         net = seeded_copy(network, seed)

@@ -15,6 +15,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
+from mtbio.inference.settings import Planes, as_planes
+
 __all__ = ["DEMO_RECIPE", "PRETRAIN_SEED_OFFSET", "Recipe"]
 
 #: the pre-training's crop / weight seed is ``seed + PRETRAIN_SEED_OFFSET`` (its own crop sequence)
@@ -52,6 +54,11 @@ class Recipe:
             (:class:`~mtbio.data.sampling.CropSampler` ``zoom``), for a target whose voxel size is unknown and whose
             objects may look smaller or larger than the source's. 1 (default) = off: the validated recipe has a known
             voxel size; docs/uda.md "Robustness to object scale" has the measurement.
+        target_planes: the planes the target crops of adaptation are drawn from, 2D crops only: xy (sections); xyz
+            (xy, xz and yz planes alike: the images ortho-plane inference predicts, for an isotropic target); auto
+            (xyz on a target whose voxel size is known and isotropic and that is at least 32 sections deep, as
+            inference's planes auto). Source crops stay xy sections. xy (default): docs/uda.md "Target crops along
+            three planes" has the measurement.
     """
 
     network: str = "unet"
@@ -68,6 +75,7 @@ class Recipe:
     score_crop_size: int = 256
     context_sections: int = 0
     source_zoom: float = 1.0
+    target_planes: Planes = Planes.XY
 
     #: earlier flag spellings kept working (field -> extra option strings)
     CLI_ALIASES: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -109,6 +117,12 @@ class Recipe:
             raise ValueError(f"source_zoom must be a number >= 1 (1 = no scale augmentation), got {self.source_zoom}")
         if float(self.source_zoom) > 1.0 and len(crop) != 2:
             raise ValueError(f"source_zoom (in-plane scale augmentation) needs a 2D crop, got {self.crop_size}")
+        self.target_planes = as_planes(self.target_planes)
+        if self.target_planes is Planes.XYZ and (len(crop) != 2 or self.context_sections):
+            raise ValueError(
+                f"target_planes 'xyz' (target crops of xy, xz and yz planes) needs a 2D crop and no adjacent sections, "
+                f"got the crop {tuple(crop)} and context_sections {self.context_sections}"
+            )
         if self.context_sections and len(crop) != 2:
             raise ValueError(
                 f"context_sections {self.context_sections} (adjacent sections as input channels) is for 2D networks; "
@@ -132,9 +146,10 @@ class Recipe:
         return int(self.checkpoint_interval or max(1, iterations // 10))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-friendly dict (the crop as a list)."""
+        """Plain JSON-friendly dict (the crop as a list, the planes as their name)."""
         d = asdict(self)
         d["crop_size"] = list(self.crop)
+        d["target_planes"] = self.target_planes.value
         return d
 
     def replace(self, **changes: Any) -> Recipe:

@@ -72,7 +72,7 @@ RESUME_MAY_CHANGE = frozenset(
 )
 #: settings added after runs were recorded without them -> the value those runs were trained with (a resume that asks
 #: for another value is refused like any other change; settings not listed and not recorded are not compared)
-RESUME_ABSENT_MEANS: dict[str, Any] = {"config.source_augment": False}
+RESUME_ABSENT_MEANS: dict[str, Any] = {"config.source_augment": False, "recipe.target_planes": "xy"}
 
 
 @dataclass
@@ -288,6 +288,9 @@ def run_training(spec: RunSpec) -> RunResult:
     _info(log, f"voxel size: {grid.note}")
     if uses.uses_target and spec.target_image is not None and grid.target_voxel_size is None and _rank() == 0:
         log.warning(UNKNOWN_TARGET_SCALE)
+    target_planes = _target_planes(spec, grid) if uses.uses_target else "xy"
+    if target_planes != "xy":
+        _info(log, "target crops: xy, xz and yz planes (target_planes)")
     fraction = _foreground_fraction(spec.source_label) if need_source else None
     sample = _score_sample(spec, grid, vs) if _rank() == 0 else None
     init_state, parent = _start_state(spec)
@@ -321,7 +324,7 @@ def run_training(spec: RunSpec) -> RunResult:
     cfg = _with_block(cfg, block)
     stage = _Stage(
         spec, cfg.strategy.value, cfg, recipe.iterations, recipe.seed, spec.out, spec.weights_path, main_policy,
-        mask_block=block,
+        mask_block=block, target_planes=target_planes,
     )  # fmt: skip
     result = stage.run(grid, init_state, parent, fraction, sample, pretrained=pretraining)
     result.pretrain = pretrain
@@ -408,10 +411,11 @@ class _Stage:
         resume: Resume,
         *,
         mask_block: Any = None,
+        target_planes: str = "xy",
     ) -> None:
         self.spec, self.name, self.config, self.iterations, self.seed = spec, name, config, int(iterations), int(seed)
         self.run_dir, self.weights, self.resume = Path(run_dir), Path(weights), resume
-        self.mask_block = mask_block
+        self.mask_block, self.target_planes = mask_block, str(target_planes)
         self.log = logging.getLogger(spec.logger)
 
     def settings(self, grid: Any, parent: str | None, pretrained: bool) -> dict[str, Any]:
@@ -420,6 +424,7 @@ class _Stage:
         recipe.update(iterations=self.iterations, seed=self.seed)
         if self.name == "pretrain":
             recipe["pretrain_iterations"] = 0
+            recipe["target_planes"] = "xy"  # source crops only: the target's planes do not change its weights
         return json.loads(
             json.dumps(
                 {
@@ -484,6 +489,7 @@ class _Stage:
             init_state=init_state,
             context_sections=recipe.context_sections,
             source_zoom=recipe.source_zoom,
+            target_planes=self.target_planes,
         )
         meta = self.meta(grid, parent, fraction, pretrained)
         if rank == 0:
@@ -619,12 +625,35 @@ class _Stage:
             "recipe": recipe.to_dict(),
             "source_foreground_fraction": fraction,
             "context_sections": recipe.context_sections,
+            "target_planes": self.target_planes,
         }
         if named:
             meta["network_kwargs"] = dict(recipe.network_kwargs)
         if self.mask_block is not None:
             meta["mask_block"] = self.mask_block.to_dict()
         return meta
+
+
+def _target_planes(spec: RunSpec, grid: Any) -> str:
+    """``recipe.target_planes`` resolved on the target (never resampled for training): ``"xy"`` or ``"xyz"``
+    (``auto`` as inference's :func:`~mtbio.inference.planes.resolve_planes`, from the (z, y, x) voxel size of
+    ``spec.target_voxel_size`` or of each volume; ``xyz`` on a target of known anisotropic voxel size raises)."""
+    from mtbio.inference.planes import resolve_planes
+
+    if grid.target_image is None:
+        return "xy"
+    volumes = grid.target_image if isinstance(grid.target_image, list | tuple) else [grid.target_image]
+    found = {
+        resolve_planes(
+            spec.recipe.target_planes,
+            shape=tuple(v.shape),
+            roi_dims=spec.recipe.spatial_dims,
+            voxel_size=spec.target_voxel_size or getattr(v, "voxel_size", None),
+            where="the target (target_planes)",
+        ).value
+        for v in volumes
+    }
+    return "xyz" if found == {"xyz"} else "xy"
 
 
 def _score_sample(spec: RunSpec, grid: Any, voxel_sizes: tuple[Any, Any]) -> Any:

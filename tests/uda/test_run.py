@@ -165,6 +165,7 @@ def test_recipe_defaults_are_the_validated_benchmark_recipe():
         ran["context_sections"],
     )
     assert r.source_zoom == ran.get("source_zoom", 1.0)  # no scale augmentation in the validated run
+    assert r.target_planes == ran.get("target_planes", "xy")  # target crops of xy sections in the validated run
     typing.get_type_hints(Recipe)  # the annotations resolve
 
 
